@@ -1,0 +1,175 @@
+"""The parallel layout: the network on a ('data', 'model') device mesh (Sec. 3.2).
+
+The 'model' axis holds the paper's columns: with size 2 each device keeps one column's
+parameters and computes one column, and the columns exchange activations only where
+the paper says (before conv3, fc6, fc7 and fc8), with `jax.lax.all_gather` on 'model'
+inside one `jax.shard_map`. With size 1 the same per-column code runs both columns on
+each device. The batch is split over 'data'.
+
+The loss is the mean over the global batch computed inside the shard_map; `jax.grad`
+of it (taken outside, on global arrays) is the exact gradient whatever the layout: JAX
+transposes the collectives, which sums the gradients of replicated parameters over
+'data' (the average of the per-device batch means) and routes each column's gradient
+back to the device that holds it.
+
+Why not pmap: on current JAX `jax.pmap` is `jit(shard_map)` over one axis, and nesting
+two pmaps (data and model) fails with a mesh error. One shard_map over a 2-D mesh is
+the layout the paper's two GPUs become.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alexnet_jax import model
+
+AXES = ('data', 'model')
+
+
+def make_mesh(data: int = -1, model_size: int = 1, devices=None) -> jax.sharding.Mesh:
+  """A ('data', 'model') mesh; data=-1 takes every device the model axis leaves."""
+  devices = list(jax.devices() if devices is None else devices)
+  if model_size not in (1, 2):
+    raise ValueError(f'The model axis holds the columns and must be 1 or 2, got {model_size} '
+                     '(config.mesh.model).')
+  if data == -1:
+    data = max(len(devices) // model_size, 1)
+  if data < 1 or data * model_size > len(devices):
+    raise ValueError(f'A {data}x{model_size} (data x model) mesh needs {data * model_size} devices, '
+                     f'{len(devices)} are available: change config.mesh.')
+  return jax.make_mesh((data, model_size), AXES, devices=devices[:data * model_size])
+
+
+def check_layout(mesh, spec: model.Spec, batch_size: int) -> None:
+  """Raises ValueError, before anything compiles, for a layout that cannot hold this run."""
+  if tuple(mesh.axis_names) != AXES:
+    raise ValueError(f'The mesh must have axes {AXES}, got {tuple(mesh.axis_names)}.')
+  model_size = mesh.shape['model']
+  if model_size not in (1, 2):
+    raise ValueError(f"The mesh's model axis holds the columns and must be 1 or 2, got {model_size}.")
+  if spec.columns % model_size:
+    raise ValueError(f'A {spec.columns}-column model cannot be split over a model axis of '
+                     f'{model_size}: set config.mesh.model=1.')
+  data = mesh.shape['data']
+  if batch_size % data:
+    raise ValueError(f'The batch of {batch_size} is not divisible by the data axis of {data}: '
+                     'change the batch size or config.mesh.data.')
+
+
+def param_specs(spec: model.Spec):
+  """Column layers are split over 'model' on their leading column axis; fc8 is replicated."""
+  return {name: {'kernel': P() if name == 'fc8' else P('model'),
+                 'bias': P() if name == 'fc8' else P('model')}
+          for name in model.LAYERS}
+
+
+def param_shardings(mesh, spec: model.Spec):
+  return jax.tree.map(lambda p: NamedSharding(mesh, p), param_specs(spec))
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def _placement(mesh, spec: model.Spec, local_batch: int) -> model.Placement:
+  local_columns = spec.columns // mesh.shape['model']
+  return model.Placement(
+      gather=lambda x: jax.lax.all_gather(x, 'model', axis=x.ndim - 1, tiled=True),
+      first_column=jax.lax.axis_index('model') * local_columns,
+      first_example=jax.lax.axis_index('data') * local_batch)
+
+
+def sharded_forward(mesh, spec: model.Spec, *, train: bool = False, layer: str | None = None):
+  """f(params, images, rng) -> logits (or `layer`'s activations), sharded over `mesh`."""
+
+  def per_device(params, images, rng):
+    out = model.forward(params, images, spec, train=train, rng=rng, layer=layer,
+                        placement=_placement(mesh, spec, images.shape[0]))
+    # Every device of a 'model' group holds the same values after the last gather; the
+    # mean (exact for equal values) tells shard_map they are replicated over 'model'.
+    return jax.lax.pmean(out, 'model')
+
+  return jax.shard_map(per_device, mesh=mesh, in_specs=(param_specs(spec), P('data'), P()),
+                       out_specs=P('data'))
+
+
+def cross_entropy_and_errors(logits, labels):
+  """Per-example softmax cross-entropy and top-1 / top-5 error indicators."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+  ce = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  # Rank of the true class: how many classes score strictly higher.
+  true_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  rank = jnp.sum(logits > true_logit, axis=-1)
+  return ce, (rank >= 1).astype(jnp.float32), (rank >= 5).astype(jnp.float32)
+
+
+def sharded_loss(mesh, spec: model.Spec, global_batch: int):
+  """f(params, images, labels, rng) -> (mean cross-entropy, {'top1_error', 'top5_error'}).
+
+  Means over the global batch: each device sums its examples, divided by the global
+  batch size, and the sums are added over 'data'.
+  """
+
+  def per_device(params, images, labels, rng):
+    logits = model.forward(params, images, spec, train=True, rng=rng,
+                           placement=_placement(mesh, spec, images.shape[0]))
+    ce, top1, top5 = cross_entropy_and_errors(logits, labels)
+    sums = jnp.stack([ce.sum(), top1.sum(), top5.sum()]) / global_batch
+    sums = jax.lax.pmean(jax.lax.psum(sums, 'data'), 'model')
+    return sums[0], {'top1_error': sums[1], 'top5_error': sums[2]}
+
+  return jax.shard_map(per_device, mesh=mesh,
+                       in_specs=(param_specs(spec), P('data'), P('data'), P()),
+                       out_specs=(P(), P()))
+
+
+def sharded_view_probs(mesh, spec: model.Spec):
+  """f(params, images [N, V, H, W, 3]) -> softmax averaged over the V views [N, classes].
+
+  Sec. 4.1: the 10-view test averages the softmax outputs of the ten patches.
+  """
+
+  def per_device(params, images):
+    n, views = images.shape[:2]
+    logits = model.forward(params, images.reshape((n * views,) + images.shape[2:]), spec,
+                           placement=_placement(mesh, spec, n * views))
+    probs = jax.nn.softmax(logits, axis=-1).reshape(n, views, -1).mean(axis=1)
+    return jax.lax.pmean(probs, 'model')
+
+  return jax.shard_map(per_device, mesh=mesh, in_specs=(param_specs(spec), P('data')),
+                       out_specs=P('data'))
+
+
+def shard_params(params, mesh, spec: model.Spec):
+  return jax.device_put(params, param_shardings(mesh, spec))
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_forward(mesh, spec, train, layer):
+  return jax.jit(sharded_forward(mesh, spec, train=train, layer=layer))
+
+
+def apply(params, images, cfg, mesh, *, train: bool = False, rng=None, layer: str | None = None):
+  """`alexnet_jax.apply` with the columns and the batch laid out over `mesh`."""
+  spec = model.Spec.from_config(cfg)
+  model.validate_images(images, spec)
+  model.validate_params(params, spec)
+  model.check_layer(layer)
+  check_layout(mesh, spec, images.shape[0])
+  if train and rng is None:
+    raise ValueError('apply(train=True) needs rng=jax.random.key(...) for dropout.')
+  rng = jax.random.key(0) if rng is None else rng
+  params = shard_params(params, mesh, spec)
+  images = jax.device_put(images, batch_sharding(mesh))
+  rng = jax.device_put(rng, replicated(mesh))
+  return _jitted_forward(mesh, spec, train, layer)(params, images, rng)
+
