@@ -1,0 +1,107 @@
+"""Tests of `python -m alexnet_jax.stats` against NumPy on known images."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from alexnet_jax import input_pipeline
+from alexnet_jax import stats
+from configs import default
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _known_folder(root, num_images=5):
+  """Random 256x256 PNGs (lossless, so NumPy sees exactly what the pipeline decodes)."""
+  rng = np.random.default_rng(0)
+  images = []
+  for i in range(num_images):
+    # Correlated channels, so the covariance has a clear principal direction.
+    base = rng.integers(0, 200, size=(256, 256, 1))
+    image = np.clip(base + rng.integers(0, 56, size=(256, 256, 3)), 0, 255).astype(np.uint8)
+    d = os.path.join(root, 'train', f'class_{i % 2}')
+    os.makedirs(d, exist_ok=True)
+    Image.fromarray(image).save(os.path.join(d, f'img_{i}.png'))
+    images.append(image)
+  os.makedirs(os.path.join(root, 'val', 'class_0'), exist_ok=True)
+  Image.fromarray(images[0]).save(os.path.join(root, 'val', 'class_0', 'v.png'))
+  # Same order as the folder source: class folders, then file names.
+  order = sorted(range(num_images), key=lambda i: (i % 2, i))
+  return [images[i] for i in order]
+
+
+def _numpy_stats(images):
+  x = np.stack(images).astype(np.float64)
+  rgb = x.reshape(-1, 3) / 255.0
+  return x.mean(axis=0), np.cov(rgb.T, bias=True)
+
+
+def _data_cfg(tmp_path):
+  cfg = default.get_config().data
+  cfg.source = 'folder'
+  cfg.folder = str(tmp_path / 'images')
+  cfg.data_dir = str(tmp_path / 'data_dir')
+  return cfg
+
+
+def test_stats_match_numpy_and_pipeline_reads_them(tmp_path):
+  images = _known_folder(tmp_path / 'images')
+  data_cfg = _data_cfg(tmp_path)
+  path = stats.write_stats(data_cfg)
+  assert path == str(tmp_path / 'data_dir' / 'alexnet_jax_stats' / 'folder.npz')
+  mean_image, cov = _numpy_stats(images)
+  with np.load(path) as f:
+    np.testing.assert_allclose(f['mean_image'], mean_image, atol=1e-4)
+    np.testing.assert_allclose(f['rgb_cov'], cov, rtol=1e-6, atol=1e-10)
+    eigval, eigvec = f['eigval'], f['eigvec']
+    assert int(f['num_examples']) == len(images)
+  np.testing.assert_allclose(eigval, np.sort(np.linalg.eigvalsh(cov))[::-1], rtol=1e-6)
+  np.testing.assert_allclose(cov @ eigvec, eigvec * eigval, atol=1e-8)  # C p_i = l_i p_i.
+  np.testing.assert_allclose(eigvec.T @ eigvec, np.eye(3), atol=1e-8)
+  loaded = input_pipeline.load_stats(data_cfg)
+  np.testing.assert_allclose(loaded.mean_image, mean_image, atol=1e-4)
+  np.testing.assert_allclose(loaded.original_stddev, 255 * np.sqrt(eigval), rtol=1e-5)
+
+
+def test_stats_max_examples_and_resize(tmp_path):
+  # A 512x300 image (resized by 256/300, centre-cropped) of one flat colour and a 256x256
+  # one of another: the mean image is their average, the covariance that of two colours.
+  root = tmp_path / 'images'
+  for i, (shape, colour) in enumerate([((300, 512, 3), (10, 200, 40)),
+                                       ((256, 256, 3), (250, 20, 90)),
+                                       ((256, 256, 3), (0, 0, 0))]):
+    os.makedirs(root / 'train' / 'c', exist_ok=True)
+    Image.fromarray(np.full(shape, colour, np.uint8)).save(root / 'train' / 'c' / f'{i}.png')
+  data_cfg = _data_cfg(tmp_path)
+  data_cfg.stats_max_examples = 2
+  data_cfg.stats_file = str(tmp_path / 'custom.npz')
+  result = stats.compute_stats(data_cfg)
+  two = np.array([[10, 200, 40], [250, 20, 90]], np.float64)
+  np.testing.assert_allclose(result['mean_image'], np.broadcast_to(two.mean(0), (256, 256, 3)),
+                             atol=1e-3)
+  np.testing.assert_allclose(result['rgb_cov'], np.cov((two / 255).T, bias=True), atol=1e-7)
+  assert int(result['num_examples']) == 2
+
+
+def test_stats_command_line_with_config_overrides(tmp_path):
+  images = _known_folder(tmp_path / 'images', num_images=2)
+  out = tmp_path / 'cli.npz'
+  subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.stats', '--config=configs/default.py',
+       '--config.data.source=folder', f'--config.data.folder={tmp_path / "images"}',
+       f'--config.data.data_dir={tmp_path / "data_dir"}', f'--config.data.stats_file={out}'],
+      cwd=_REPO, check=True, capture_output=True, env={**os.environ, 'PYTHONPATH': _REPO})
+  with np.load(out) as f:
+    np.testing.assert_allclose(f['mean_image'], _numpy_stats(images)[0], atol=1e-4)
+
+
+def test_missing_stats_file_falls_back_to_imagenet_constants(tmp_path, caplog):
+  data_cfg = _data_cfg(tmp_path)
+  with caplog.at_level('WARNING'):
+    loaded = input_pipeline.load_stats(data_cfg)
+  assert 'No stats file' in caplog.text
+  np.testing.assert_allclose(loaded.mean_image[17, 200], [123.68, 116.78, 103.94])
+  np.testing.assert_allclose(loaded.eigval, [0.2175, 0.0188, 0.0045])
