@@ -106,9 +106,10 @@ def cross_entropy_and_errors(logits, labels):
   """Per-example softmax cross-entropy and top-1 / top-5 error indicators."""
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
   ce = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-  # Rank of the true class: how many classes score strictly higher.
+  # Rank of the true class: the other classes scoring at least as high (ties count
+  # against the model, so a constant output is never "right").
   true_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  rank = jnp.sum(logits > true_logit, axis=-1)
+  rank = jnp.sum(logits >= true_logit, axis=-1) - 1
   return ce, (rank >= 1).astype(jnp.float32), (rank >= 5).astype(jnp.float32)
 
 

@@ -245,3 +245,28 @@ def test_bad_input_is_a_clear_error():
     alexnet_jax.apply(params, jnp.zeros((1, 224, 224, 3)), cfg, layer='fc9')
   with pytest.raises(ValueError, match='columns must be 1 or 2'):
     alexnet_jax.init_params(jax.random.key(0), small_config(columns=3))
+
+
+def test_hand_written_gradients_match_autodiff():
+  # max_pool and local_response_norm carry their own VJPs (faster on XLA:CPU); autodiff of
+  # the plain formulas is the independent reference.
+  rng = np.random.default_rng(11)
+  x = jnp.asarray(rng.normal(0, 20, size=(2, 27, 27, 16)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(2, 13, 13, 16)), jnp.float32)
+
+  def plain_pool(v):
+    return jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), 'VALID')
+
+  ours = jax.grad(lambda v: jnp.sum(model.max_pool(v, 3, 2) * g))(x)
+  ref = jax.grad(lambda v: jnp.sum(plain_pool(v) * g))(x)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-6, atol=1e-6)
+
+  def plain_lrn(a):
+    sq = jnp.pad(a * a, ((0, 0), (0, 0), (0, 0), (2, 2)))
+    window = sum(sq[..., i:i + a.shape[-1]] for i in range(5))
+    return a / (2.0 + 1e-4 * window) ** 0.75
+
+  gl = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+  ours = jax.grad(lambda a: jnp.sum(model.local_response_norm(a, k=2.0, n=5, alpha=1e-4, beta=0.75) * gl))(x)
+  ref = jax.grad(lambda a: jnp.sum(plain_lrn(a) * gl))(x)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-4, atol=1e-6)
