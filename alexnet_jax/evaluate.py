@@ -1,0 +1,75 @@
+"""Top-1 / top-5 error on a whole validation split: single view and the paper's 10 views.
+
+Sec. 4.1: "At test time, the network makes a prediction by extracting five 224x224
+patches (the four corner patches and the center patch) as well as their horizontal
+reflections (hence ten patches in all), and averaging the predictions made by the
+network's softmax layer on the ten patches." Every example is counted exactly once:
+the input pipeline pads the last batch and marks the padding in `mask`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alexnet_jax import input_pipeline, metrics, model, parallel
+
+
+def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+  """[top-1 errors, top-5 errors, examples] among the unmasked rows."""
+  # A one-hot product rather than a gather: elementwise, so it needs no resharding of the
+  # batch-sharded arrays.
+  true_prob = jnp.sum(probs * jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype),
+                      axis=-1, keepdims=True)
+  # Ties count against the model: rank = classes scoring at least as high, less itself.
+  rank = jnp.sum(probs >= true_prob, axis=-1) - 1
+  m = mask.astype(jnp.float32)
+  return jnp.stack([jnp.sum(m * (rank >= 1)), jnp.sum(m * (rank >= 5)), jnp.sum(m)])
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_step(mesh, spec):
+  probs_fn = parallel.sharded_view_probs(mesh, spec)
+
+  def step(params, images, labels, mask):
+    return error_counts(probs_fn(params, images), labels, mask)
+
+  return jax.jit(step)
+
+
+def _global(batch, mesh):
+  sharding = parallel.batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def evaluate(params, config, mesh, views: str, *, show_progress: bool = True) -> dict:
+  """Errors over the whole eval split with `views` in ('center', 'ten')."""
+  spec = model.Spec.from_config(config.model)
+  batch_size = config.eval_batch_size
+  parallel.check_layout(mesh, spec, batch_size)
+  info = input_pipeline.dataset_info(config.data)
+  step = _eval_step(mesh, spec)
+  totals = np.zeros(3)
+  progress = metrics.Progress(info.num_eval, f'eval ({views})',
+                              enabled=show_progress and jax.process_index() == 0)
+  pending = []  # Counts stay on the device until the end: no host sync per batch.
+  for batch in input_pipeline.eval_batches(
+      config.data, global_batch_size=batch_size, views=views,
+      process_index=jax.process_index(), process_count=jax.process_count()):
+    local_examples = int(batch['mask'].sum())
+    batch = _global(batch, mesh)
+    pending.append(step(params, batch['images'], batch['labels'], batch['mask']))
+    if len(pending) >= 16:
+      totals += np.sum(jax.device_get(pending), axis=0)
+      pending = []
+    progress.update(local_examples * jax.process_count())
+  if pending:
+    totals += np.sum(jax.device_get(pending), axis=0)
+  progress.close()
+  top1, top5, n = totals
+  if int(n) != info.num_eval:
+    raise RuntimeError(f'Evaluation counted {int(n)} examples, the split has {info.num_eval}.')
+  return {'top1_error': top1 / n, 'top5_error': top5 / n, 'examples': int(n)}

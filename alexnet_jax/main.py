@@ -1,0 +1,64 @@
+"""Command line: `python -m alexnet_jax.main --config=configs/paper.py --workdir=DIR`.
+
+Only wires flags to `alexnet_jax.train`; any config field can be overridden, e.g.
+`--config.batch_size=256 --config.mesh.model=2`.
+"""
+
+import logging as std_logging
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and eval.json.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                  'train: train (resuming from the latest checkpoint) then evaluate; '
+                  'eval: evaluate the latest checkpoint.')
+config_flags.DEFINE_config_file('config', None, 'A config file, e.g. configs/paper.py.',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps our progress lines readable: the libraries' INFO chatter (orbax logs every
+  file of every checkpoint) is dropped; their warnings and errors are kept."""
+
+  NOISY = ('/orbax/', '/tensorflow_datasets/', '/etils/', '/jax/_src/')
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in self.NOISY)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  from alexnet_jax import train  # After flag parsing: --help stays fast.
+  try:
+    if FLAGS.mode == 'eval':
+      results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+      train.print_summary({'eval': results}, FLAGS.config.model.num_classes)
+    else:
+      summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      train.print_summary(summary, summary.get('num_classes'))
+  except (ValueError, FileNotFoundError, train.TrainingDiverged) as e:
+    # Bad config, data, files or checkpoints: one line that says what to change.
+    sys.exit(f'error: {e}')
+
+
+def parse_flags(argv):
+  """absl's parsing, with a mistyped --config.field reported in one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}\nPass --helpfull for the flags.')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises these for an unknown field or a value of the wrong type.
+    bad = [a for a in argv[1:] if a.startswith('--config.')]
+    sys.exit(f'error: cannot apply {" ".join(bad)} ({str(e).strip(chr(34))}): fields and their '
+             'types are in configs/default.py and alexnet_jax/model.py.')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

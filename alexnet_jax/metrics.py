@@ -1,0 +1,99 @@
+"""Where training's numbers go: console lines with images/s and ETA, metrics.jsonl, TensorBoard.
+
+Only process 0 writes (the others compute the same global metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import logging
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+class Writer:
+  """Appends one JSON object per line to DIR/metrics.jsonl and mirrors it to TensorBoard."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._tb = None
+    if enabled:
+      try:  # TensorFlow is already loaded by the input pipeline; TensorBoard is a bonus.
+        import tensorflow as tf
+        self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('No TensorBoard events (%s); metrics.jsonl is still written.', e)
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    record = {'step': int(step), **{k: (float(v) if not isinstance(v, str) else v)
+                                     for k, v in metrics.items()}}
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    if self._tb is not None:
+      import tensorflow as tf
+      with self._tb.as_default(step=int(step)):
+        for k, v in record.items():
+          if k != 'step' and not isinstance(v, str):
+            tf.summary.scalar(k, v)
+      self._tb.flush()
+
+
+class Throughput:
+  """Images/s and ETA over the steps since the last report; the compile step is excluded
+  because timing starts only at the first `mark` after it."""
+
+  def __init__(self, total_steps: int, batch_size: int):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self._t = None
+    self._step = None
+
+  def mark(self, step: int) -> tuple[float | None, float | None]:
+    """Returns (images/s, seconds left) since the previous mark, or Nones at the first."""
+    now = time.perf_counter()
+    rate = eta = None
+    if self._t is not None and step > self._step:
+      steps_per_s = (step - self._step) / (now - self._t)
+      rate = steps_per_s * self.batch_size
+      eta = (self.total_steps - step) / steps_per_s
+    self._t, self._step = now, step
+    return rate, eta
+
+
+class Progress:
+  """A one-line progress bar for long loops (evaluation), on stderr, process 0 only."""
+
+  def __init__(self, total: int, label: str, enabled: bool = True, unit: str = 'images'):
+    self.total, self.label, self.enabled, self.unit = total, label, enabled, unit
+    self.start = time.perf_counter()
+    self.done = 0
+
+  def update(self, n: int) -> None:
+    self.done += n
+    if not self.enabled:
+      return
+    elapsed = time.perf_counter() - self.start
+    rate = self.done / elapsed if elapsed > 0 else 0.0
+    frac = min(self.done / max(self.total, 1), 1.0)
+    bar = '#' * int(frac * 30)
+    eta = (self.total - self.done) / rate if rate > 0 else 0.0
+    sys.stderr.write(f'\r{self.label} [{bar:<30}] {self.done}/{self.total} {self.unit} '
+                     f'{rate:,.0f} {self.unit}/s ETA {format_duration(eta)}')
+    sys.stderr.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      sys.stderr.write('\n')
+      sys.stderr.flush()

@@ -1,0 +1,314 @@
+"""Training and evaluation the paper's way (Sec. 5, 6): `train_and_evaluate(config, workdir)`.
+
+The train step is one jitted function over the device mesh: the sharded network's
+batch-mean softmax cross-entropy, its exact gradient, and the paper's update rule
+(`optim.paper_sgd`); the old state is donated, and the step number is folded into the
+rng so dropout differs per step yet a resumed run repeats an uninterrupted one.
+Everything a run needs to continue (params, optimizer and schedule state, step, rng;
+the data position is the step) is in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from alexnet_jax import checkpoints, evaluate, input_pipeline, metrics, model, optim, parallel
+
+VIEWS = ('center', 'ten')
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or a parameter became NaN or Inf; the last good checkpoint is kept."""
+
+
+def check_config(config: ml_collections.ConfigDict) -> model.Spec:
+  """One-line ValueErrors for settings that cannot work, before anything is written."""
+  spec = model.Spec.from_config(config.model)
+  optim.validate(config.optim)
+  for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
+                'checkpoint_every_steps', 'keep_checkpoints', 'eval_every_epochs'):
+    if config[field] < 1:
+      raise ValueError(f'config.{field} must be a positive integer, got {config[field]}.')
+  unknown = set(config.eval_views) - set(VIEWS)
+  if unknown:
+    raise ValueError(f'config.eval_views may hold {VIEWS}, got {tuple(config.eval_views)}.')
+  return spec
+
+
+def check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise ValueError(f'cannot write to workdir {workdir!r} ({e.strerror}): choose another '
+                     '--workdir.') from None
+
+
+def build_mesh(config) -> jax.sharding.Mesh:
+  return parallel.make_mesh(config.mesh.data, config.mesh.model)
+
+
+def check_dataset(config, spec: model.Spec) -> input_pipeline.DatasetInfo:
+  info = input_pipeline.dataset_info(config.data)
+  if info.num_classes != spec.num_classes:
+    raise ValueError(f'The dataset has {info.num_classes} classes but config.model.num_classes '
+                     f'is {spec.num_classes}: set --config.model.num_classes={info.num_classes}.')
+  return info
+
+
+def init_state(config, mesh, spec: model.Spec, tx: optax.GradientTransformation) -> dict:
+  """Params created already sharded over the mesh, then the optimizer state beside them."""
+  root = jax.random.key(config.seed)
+  params = jax.jit(lambda k: model.init_params(k, spec),
+                   out_shardings=parallel.param_shardings(mesh, spec))(jax.random.fold_in(root, 0))
+  opt_state = jax.jit(tx.init)(params)
+  replicated = parallel.replicated(mesh)
+  return {'params': params, 'opt_state': opt_state,
+          'rng': jax.device_put(jax.random.fold_in(root, 1), replicated),
+          'step': jax.device_put(jnp.zeros([], jnp.int32), replicated)}
+
+
+def make_train_step(mesh, spec: model.Spec, tx, batch_size: int):
+  loss_fn = parallel.sharded_loss(mesh, spec, batch_size)
+
+  def train_step(state, images, labels):
+    rng = jax.random.fold_in(state['rng'], state['step'])
+    (loss, errors), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'], images, labels, rng)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    new_state = {'params': params, 'opt_state': opt_state, 'rng': state['rng'],
+                 'step': state['step'] + 1}
+    return new_state, {'loss': loss, **errors}
+
+  return jax.jit(train_step, donate_argnums=(0,))
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def device_batches(batches, mesh, depth: int):
+  """Global arrays from each process's local batches, `depth` batches ahead, so the next
+  batch is already on its way to the devices while the current step runs."""
+  sharding = parallel.batch_sharding(mesh)
+  queue = collections.deque()
+  for batch in batches:
+    queue.append({k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()})
+    if len(queue) > depth:
+      yield queue.popleft()
+  yield from queue
+
+
+class _Preemption:
+  """Turns SIGTERM (a pod's pre-emption notice) into a flag the loop checks each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _meta(config, step: int, steps_per_epoch: int) -> dict:
+  return {'step': step, 'epoch': step / steps_per_epoch, 'config': config.to_json(),
+          'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}'}
+
+
+def evaluate_views(params, config, mesh, views, step: int, workdir: str, writer) -> dict:
+  """Runs each view scheme, writes DIR/eval.json, and logs the errors."""
+  results = {'step': step}
+  for v in views:
+    results[v] = evaluate.evaluate(params, config, mesh, v)
+    logging.info('eval %-6s step %d: top-1 error %.4f, top-5 error %.4f (%d images)', v, step,
+                 results[v]['top1_error'], results[v]['top5_error'], results[v]['examples'])
+    writer.write(step, {f'val_{v}_top1_error': results[v]['top1_error'],
+                        f'val_{v}_top5_error': results[v]['top5_error']})
+  if jax.process_index() == 0:
+    results['devices'] = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
+    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
+
+  Returns a summary dict: the final step, first and last logged training loss, and the
+  eval results per view scheme (also written to DIR/eval.json).
+  """
+  spec = check_config(config)
+  mesh = build_mesh(config)
+  parallel.check_layout(mesh, spec, config.batch_size)
+  parallel.check_layout(mesh, spec, config.eval_batch_size)
+  info = check_dataset(config, spec)
+  check_workdir(workdir)
+  lead = jax.process_index() == 0
+
+  steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
+  total_steps = config.num_epochs * steps_per_epoch
+  if config.max_steps > 0:
+    total_steps = min(total_steps, config.max_steps)
+  tx = optim.make_optimizer(config.optim, steps_per_epoch)
+
+  with jax.set_mesh(mesh):
+    state = init_state(config, mesh, spec, tx)
+    ckpt = checkpoints.Checkpoints(workdir, keep=config.keep_checkpoints,
+                                   every=config.checkpoint_every_steps)
+    start = ckpt.latest_step()
+    if start is not None:
+      state, _ = ckpt.restore(start, checkpoints.abstract_like(state))
+      logging.info('Resumed from %s at step %d.', ckpt.directory / str(start), start)
+    start = int(start or 0)
+    writer = metrics.Writer(workdir, enabled=lead)
+    if lead and start == 0:
+      with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        f.write(config.to_json(indent=2))
+    logging.info('%s: %d train / %d eval images, %d classes; %d steps of %d (%d per epoch) on a '
+                 '%s mesh.', config.data.source, info.num_train, info.num_eval, info.num_classes,
+                 total_steps - start, config.batch_size, steps_per_epoch, dict(mesh.shape))
+
+    train_step = make_train_step(mesh, spec, tx, config.batch_size)
+    batches = device_batches(input_pipeline.train_batches(
+        config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
+        process_index=jax.process_index(), process_count=jax.process_count()),
+        mesh, config.data.prefetch_batches)
+    throughput = metrics.Throughput(total_steps, config.batch_size)
+    pending, losses = [], []
+    summary: dict[str, Any] = {}
+    step = start
+    with _Preemption() as preemption:
+      while step < total_steps:
+        batch = next(batches)
+        state, step_metrics = train_step(state, batch['images'], batch['labels'])
+        pending.append(step_metrics)
+        step += 1
+        if step == start + 1:
+          throughput.mark(step)  # The first step compiled: rates count from here.
+
+        if step % config.log_every_steps == 0 or step == total_steps:
+          # The only host sync in the loop: the metrics of the steps since the last line.
+          logged = jax.tree.map(lambda *xs: float(np.mean(xs)), *jax.device_get(pending))
+          pending = []
+          if not math.isfinite(logged['loss']) or not bool(all_finite(state['params'])):
+            raise TrainingDiverged(
+                f'The loss or a parameter became NaN/Inf by step {step}; stopped. The last good '
+                f'checkpoint (step {ckpt.latest_step()}) is kept: lower --config.optim.learning_rate '
+                "or try --config.model.init=caffe.")
+          losses.append(logged['loss'])
+          rate, eta = throughput.mark(step)
+          lr = optim.learning_rate_at(config.optim, state['opt_state'], step - 1, steps_per_epoch)
+          record = {'epoch': step / steps_per_epoch, **logged, 'learning_rate': lr}
+          if rate is not None:
+            record['images_per_s'] = rate
+          writer.write(step, record)
+          logging.info('step %d/%d epoch %.2f loss %.4f top-1 err %.3f top-5 err %.3f lr %.1e %s ETA %s',
+                       step, total_steps, step / steps_per_epoch, logged['loss'],
+                       logged['top1_error'], logged['top5_error'], lr,
+                       f'{rate:,.0f} img/s' if rate else '(compiled)',
+                       metrics.format_duration(eta) if eta is not None else '-')
+
+        epoch_done = step % steps_per_epoch == 0
+        if epoch_done and (step // steps_per_epoch) % config.eval_every_epochs == 0 and step < total_steps:
+          val = evaluate.evaluate(state['params'], config, mesh, 'center')
+          writer.write(step, {'val_center_top1_error': val['top1_error'],
+                              'val_center_top5_error': val['top5_error']})
+          logging.info('epoch %d: validation top-1 error %.4f, top-5 error %.4f',
+                       step // steps_per_epoch, val['top1_error'], val['top5_error'])
+          opt_state, decayed = optim.plateau_update_from_config(config.optim, state['opt_state'],
+                                                                val['top1_error'])
+          state = {**state, 'opt_state': opt_state}
+          if decayed:
+            logging.info('Validation error stopped improving: learning rate divided by %g.',
+                         1 / config.optim.decay_factor)
+          throughput.mark(step)  # Evaluation time is not training throughput.
+
+        if step % config.checkpoint_every_steps == 0 or preemption.requested:
+          if not bool(all_finite(state['params'])):
+            raise TrainingDiverged(f'A parameter became NaN/Inf by step {step}; stopped without '
+                                   f'saving. The last good checkpoint (step {ckpt.latest_step()}) '
+                                   'is kept.')
+          ckpt.save(step, state, _meta(config, step, steps_per_epoch), force=preemption.requested)
+        if preemption.requested:
+          logging.warning('SIGTERM: saved step %d to %s; run the same command to resume.', step,
+                          ckpt.directory)
+          ckpt.close()
+          return {'step': step, 'preempted': True}
+
+    if ckpt.latest_step() != step:
+      ckpt.save(step, state, _meta(config, step, steps_per_epoch), force=True)
+    ckpt.wait_until_finished()
+    ckpt.close()
+    summary = {'step': step, 'preempted': False}
+    if losses:
+      summary.update(first_loss=losses[0], last_loss=losses[-1])
+    summary['eval'] = evaluate_views(state['params'], config, mesh, config.eval_views, step,
+                                     workdir, writer)
+    summary['num_classes'] = spec.num_classes
+    return summary
+
+
+def print_summary(summary: dict, num_classes: int | None = None) -> None:
+  """The end of a run in a few lines on stdout: did it learn, and how well."""
+  if jax.process_index() != 0:
+    return
+  if summary.get('preempted'):
+    print(f"Pre-empted at step {summary['step']}: run the same command to resume.")
+    return
+  if 'first_loss' in summary:
+    print(f"Training loss: {summary['first_loss']:.4f} (first logged) -> {summary['last_loss']:.4f} "
+          f"(step {summary['step']}).")
+  chance = f", chance {100 * (1 - 1 / num_classes):.1f}%" if num_classes else ''
+  for v in VIEWS:
+    if v in summary.get('eval', {}):
+      r = summary['eval'][v]
+      print(f"Held-out ({v} view{'s' if v == 'ten' else ''}): top-1 error {100 * r['top1_error']:.2f}% "
+            f"(accuracy {100 * (1 - r['top1_error']):.2f}%{chance}), top-5 error "
+            f"{100 * r['top5_error']:.2f}%, {r['examples']} images.")
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`--mode=eval`: the latest checkpoint of `workdir` on the eval split, every view scheme."""
+  spec = check_config(config)
+  mesh = build_mesh(config)
+  parallel.check_layout(mesh, spec, config.eval_batch_size)
+  check_dataset(config, spec)
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  step = checkpoints.Checkpoints(workdir).latest_step() if os.path.isdir(ckpt_dir) else None
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {ckpt_dir}: train first (without --mode=eval) '
+                            'or point --workdir at a trained run.')
+  params = checkpoints.load_params(workdir)
+  model.validate_params(params, spec)
+  with jax.set_mesh(mesh):
+    params = parallel.shard_params(params, mesh, spec)
+    writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
+    return evaluate_views(params, config, mesh, config.eval_views, step, workdir, writer)
