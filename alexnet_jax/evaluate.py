@@ -9,6 +9,7 @@ the input pipeline pads the last batch and marks the padding in `mask`.
 
 from __future__ import annotations
 
+import collections
 import functools
 
 import jax
@@ -55,19 +56,25 @@ def evaluate(params, config, mesh, views: str, *, show_progress: bool = True) ->
   totals = np.zeros(3)
   progress = metrics.Progress(info.num_eval, f'eval ({views})',
                               enabled=show_progress and jax.process_index() == 0)
-  pending = []  # Counts stay on the device until the end: no host sync per batch.
+  # Two batches in flight: the pipeline and the device overlap, and the progress bar
+  # counts finished batches (dispatch alone would run far ahead of the device).
+  pending = collections.deque()
+
+  def finish_oldest():
+    counts, examples = pending.popleft()
+    totals[:] += np.asarray(jax.device_get(counts))
+    progress.update(examples)
+
   for batch in input_pipeline.eval_batches(
       config.data, global_batch_size=batch_size, views=views,
       process_index=jax.process_index(), process_count=jax.process_count()):
-    local_examples = int(batch['mask'].sum())
+    examples = int(batch['mask'].sum()) * jax.process_count()  # Shares are equal but the last.
     batch = _global(batch, mesh)
-    pending.append(step(params, batch['images'], batch['labels'], batch['mask']))
-    if len(pending) >= 16:
-      totals += np.sum(jax.device_get(pending), axis=0)
-      pending = []
-    progress.update(local_examples * jax.process_count())
-  if pending:
-    totals += np.sum(jax.device_get(pending), axis=0)
+    pending.append((step(params, batch['images'], batch['labels'], batch['mask']), examples))
+    if len(pending) > 2:
+      finish_oldest()
+  while pending:
+    finish_oldest()
   progress.close()
   top1, top5, n = totals
   if int(n) != info.num_eval:

@@ -466,7 +466,7 @@ def augment(encoded, label, epoch, index, *, data_cfg, stats: Stats, seed: int):
   if data_cfg.lighting != 'none' and data_cfg.lighting_std > 0:
     alpha = tf.random.stateless_normal([3], light_seed, stddev=data_cfg.lighting_std)
     image = image + lighting_shift(alpha, stats, data_cfg.lighting)
-  return {'images': image, 'labels': tf.cast(label, tf.int32)}
+  return {'images': image * data_cfg.input_scale, 'labels': tf.cast(label, tf.int32)}
 
 
 def eval_views(image: tf.Tensor, crop: int, views: str) -> tf.Tensor:
@@ -555,8 +555,9 @@ def eval_batches(data_cfg, *, global_batch_size: int, views: str, process_index:
   num_batches = -(-max_local // local_batch)
   mean_image = tf.constant(stats.mean_image)
 
+  @tf.autograph.experimental.do_not_convert  # Plain TF ops; AutoGraph only warns here.
   def preprocess(encoded, label):
-    image = decode_stored(encoded, size) - mean_image
+    image = (decode_stored(encoded, size) - mean_image) * data_cfg.input_scale
     return {'images': eval_views(image, crop, views), 'labels': tf.cast(label, tf.int32),
             'mask': tf.constant(True)}
 

@@ -5,7 +5,11 @@ Only wires flags to `alexnet_jax.train`; any config field can be overridden, e.g
 """
 
 import logging as std_logging
+import os
 import sys
+
+# TensorFlow (the input pipeline) prints C++ INFO lines at import; keep its warnings.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app, flags, logging
 from ml_collections import config_flags

@@ -189,10 +189,11 @@ def init_params(rng: jax.Array, cfg) -> Params:
     if s.init == 'caffe' and name in one_biases:
       bias = 0.1
       std = 0.005 if name in ('fc6', 'fc7') else std
-    elif s.init == 'he' and name != 'conv1':
+    elif s.init == 'he':
       # Variance-preserving through ReLUs (std sqrt(2 / fan_in); fc8 sqrt(1 / fan_in)),
-      # so a short run learns from its first steps. conv1 keeps 0.01: its input is the
-      # 0-255 pixel scale, which 0.01 already maps to activations of order 10.
+      # so a short run learns from its first steps. It assumes unit-scale inputs
+      # (config.data.input_scale = 1/60): with raw 0-255 values conv1's gradients are
+      # ~60x its weights' scale and the first steps diverge.
       fan_in = int(np.prod(shapes['kernel'][-4:-1] if name.startswith('conv') else shapes['kernel'][-2]))
       std = float(np.sqrt((1.0 if name == 'fc8' else 2.0) / fan_in))
       bias = 0.0

@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   # (the released code's stronger 0-255 std-dev variant), or 'none'.
   config.data.lighting = 'paper'
   config.data.lighting_std = 0.1  # Sec. 4.1: sigma of a_i.
+  # Multiplies the centred images. 1 = the paper's raw 0-255 RGB values (Sec. 2); 1/60
+  # (about ImageNet's pixel std) gives unit-scale inputs, which short runs with
+  # model.init='he' need (later practice, not the paper).
+  config.data.input_scale = 1.0
   # File written by `python -m alexnet_jax.stats` (mean image, RGB eigen-decomposition).
   # None: <data_dir>/alexnet_jax_stats/<source>.npz; missing file: ImageNet constants.
   config.data.stats_file = ml_collections.FieldReference(None, field_type=str)

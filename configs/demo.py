@@ -17,6 +17,7 @@ def get_config():
   # N(0, 0.01) (Sec. 5) sits on a flat loss for the first epochs; a minutes-long demo
   # needs the variance-preserving init to learn from its first steps.
   config.model.init = 'he'
+  config.data.input_scale = 1 / 60  # Unit-scale inputs, which the 'he' init assumes.
   config.batch_size = 32  # Small batches: many updates in few minutes on a CPU.
   config.num_epochs = 3
   config.data.shuffle_buffer = 4096

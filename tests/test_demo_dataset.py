@@ -15,7 +15,7 @@ def _mask(shape, cx, cy, r):
 def test_shapes_survive_reflection_and_every_crop():
   # The largest shape at the extreme allowed centres: inside [32, 224), which every 224 crop
   # of the 256 image contains; and its own mirror image about the shape's vertical axis.
-  lo, hi, r = demo_dataset._SAFE_LO, demo_dataset._SAFE_HI, 62
+  lo, hi, r = demo_dataset._SAFE_LO, demo_dataset._SAFE_HI, demo_dataset.MAX_RADIUS
   for shape in demo_dataset.SHAPES:
     for cx, cy in [(lo + r, lo + r), (hi - r, hi - r)]:
       mask = _mask(shape, cx, cy, r)

@@ -224,6 +224,25 @@ def test_eval_center_and_ten_views_hand_computed(tmp_path):
   np.testing.assert_array_equal(center['labels'], [0, 1])
 
 
+def test_input_scale_multiplies_the_centred_image(tmp_path):
+  # data.input_scale = 1/60 gives unit-scale inputs: (pixel - mean) / 60, train and eval.
+  image = _position_image(blue=200)
+  folder = _write_folder(tmp_path / 'images', {'train': [(image, 0), (image, 1)],
+                                               'val': [(image, 0), (image, 1)]})
+  mean = np.full((256, 256, 3), 100.0)
+  data_cfg = _data_cfg(tmp_path, source='folder', folder=folder, input_scale=1 / 60,
+                       lighting='none', flip=False,
+                       stats_file=_write_stats(tmp_path / 's.npz', mean))
+  center = next(input_pipeline.eval_batches(data_cfg, global_batch_size=2, views='center'))
+  expected = (image[16:240, 16:240].astype(np.float32) - 100.0) / 60
+  np.testing.assert_allclose(center['images'][0, 0], expected, atol=1e-4)
+  batch = next(input_pipeline.train_batches(data_cfg, global_batch_size=2, seed=0))
+  # Any crop: R = row and G = column, so the centred, scaled values name the offset.
+  top, left = np.round(batch['images'][0, 0, 0, :2] * 60 + 100).astype(int)
+  np.testing.assert_allclose(batch['images'][0],
+                             (image[top:top + 224, left:left + 224] - 100.0) / 60, atol=1e-4)
+
+
 @pytest.mark.parametrize('batch_size,process_count', [(4, 1), (6, 2), (6, 3), (8, 2),
                                                       (64, 4)])
 def test_eval_masks_count_every_example_once(tmp_path, batch_size, process_count):

@@ -1,0 +1,145 @@
+"""Benchmarks that print figures: `python -m alexnet_jax.bench [--mode=step|input|all]`.
+
+step:  the jitted train step as training runs it (default config, synthetic input on the
+       devices): compile time, median step time, images/s, FLOPs and FLOP/s beside a
+       large float32 matmul's FLOP/s. --torch adds PyTorch eager's step, same process.
+input: the training input pipeline over generated 500x375 and 256x256 JPEGs.
+
+  python -m alexnet_jax.bench --mode=step --batch_size=32 --steps=10 --torch --json=step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+
+
+def _parse(argv):
+  parser = argparse.ArgumentParser(prog='python -m alexnet_jax.bench', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--mode', choices=('step', 'input', 'all'), default='step')
+  parser.add_argument('--batch_size', type=int, default=32)
+  parser.add_argument('--steps', type=int, default=10, help='timed steps (after 2 warm-up)')
+  parser.add_argument('--mesh_data', type=int, default=1)
+  parser.add_argument('--mesh_model', type=int, default=1)
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
+  parser.add_argument('--matmul_n', type=int, default=4096, help='size of the yardstick matmul')
+  parser.add_argument('--torch', action='store_true',
+                      help='also time the PyTorch eager reference (needs torch)')
+  parser.add_argument('--input_images', type=int, default=256, help='JPEGs generated per size')
+  parser.add_argument('--input_batches', type=int, default=20)
+  parser.add_argument('--input_warmup', type=int, default=3)
+  parser.add_argument('--json', default=None, help='write every figure to this file')
+  return parser.parse_args(argv)
+
+
+def _config(args):
+  from configs import default
+  config = default.get_config()
+  config.batch_size = args.batch_size
+  config.model.dtype = args.dtype
+  config.mesh.data = args.mesh_data
+  config.mesh.model = args.mesh_model
+  return config
+
+
+def _fmt_flops(x):
+  return 'n/a' if x is None else f'{x / 1e9:,.1f} G'
+
+
+def _print_step(r, torch_r):
+  rows = [
+      ('device', f"{r['device_kind']} ({r['platform']}, {r['num_devices']} device(s))"),
+      ('jax', r['jax_version']),
+      ('batch / mesh / dtype', f"{r['batch_size']} / data={r['mesh']['data']} "
+                               f"model={r['mesh']['model']} / {r['dtype']}"),
+      ('lower + compile', f"{r['lower_s']:.2f} s + {r['compile_s']:.2f} s"),
+      (f"step median of {r['steps']}", f"{r['step_median_s'] * 1e3:,.1f} ms "
+                                       f"(min {r['step_min_s'] * 1e3:,.1f}, max {r['step_max_s'] * 1e3:,.1f})"),
+      ('JAX images/s', f"{r['images_per_s']:.1f}"),
+      ('forward GFLOPs / image', f"{r['forward_gflops_per_image']:.3f}"),
+      ('step FLOPs (analytic, XLA)', f"{_fmt_flops(r['step_flops_analytic'])}, "
+                                     f"{_fmt_flops(r['step_flops_xla'])}"),
+      ('achieved FLOP/s', _fmt_flops(r['achieved_flops_per_s']) + 'FLOP/s'),
+      (f"matmul {r['matmul_n']}^2 f32 FLOP/s", _fmt_flops(r['matmul_flops_per_s']) + 'FLOP/s'),
+      ('achieved / matmul', f"{r['achieved_over_matmul']:.2f}"),
+  ]
+  if torch_r is not None:
+    rows += [
+        (f"PyTorch {torch_r['torch_version']} step median",
+         f"{torch_r['step_median_s'] * 1e3:,.1f} ms (min {torch_r['step_min_s'] * 1e3:,.1f}, "
+         f"max {torch_r['step_max_s'] * 1e3:,.1f}), {torch_r['torch_threads']} threads"),
+        ('PyTorch images/s', f"{torch_r['images_per_s']:.1f}"),
+        ('JAX / PyTorch', f"{r['images_per_s'] / torch_r['images_per_s']:.2f}x"),
+    ]
+  width = max(len(k) for k, _ in rows)
+  print('\n== train step ==')
+  for k, v in rows:
+    print(f'{k:<{width}}  {v}')
+  print('per-layer forward GMACs / image: ' + ', '.join(
+      f'{k} {v / 1e9:.3f}' for k, v in r['forward_macs_per_image'].items()))
+
+
+def _run_input(config, args) -> list:
+  try:
+    from alexnet_jax.bench import input as input_bench
+    run = input_bench.run
+  except (ImportError, AttributeError) as e:
+    print(f'input benchmark skipped: alexnet_jax.bench.input.run is not available ({e}).')
+    return []
+  results = []
+  print('\n== input pipeline ==')
+  for jpeg_size in ((500, 375), (256, 256)):
+    r = run(config, jpeg_size=jpeg_size, num_images=args.input_images,
+            batches=args.input_batches, warmup=args.input_warmup)
+    print(f'{jpeg_size[0]}x{jpeg_size[1]} JPEGs: ' + ', '.join(
+        f'{k}={v:.1f}' if isinstance(v, float) else f'{k}={v}' for k, v in r.items()))
+    results.append(r)
+  return results
+
+
+def main(argv=None) -> int:
+  args = _parse(sys.argv[1:] if argv is None else argv)
+  import jax
+  devices_needed = args.mesh_data * args.mesh_model
+  if devices_needed > 1 and jax.default_backend() == 'cpu' and len(jax.devices()) < devices_needed:
+    print(f'A {args.mesh_data}x{args.mesh_model} mesh needs {devices_needed} devices; on CPU run with '
+          f'XLA_FLAGS=--xla_force_host_platform_device_count={devices_needed}.')
+    return 1
+  config = _config(args)
+  out = {'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+         'jax_version': jax.__version__, 'device_kind': jax.devices()[0].device_kind,
+         'batch_size': args.batch_size,
+         'mesh': {'data': args.mesh_data, 'model': args.mesh_model}, 'dtype': args.dtype}
+
+  if args.mode in ('step', 'all'):
+    from alexnet_jax.bench import step
+    out['step'] = step.run(config, batch_size=args.batch_size, steps=args.steps,
+                           mesh_data=args.mesh_data, mesh_model=args.mesh_model,
+                           matmul_n=args.matmul_n)
+    torch_r = None
+    if args.torch:
+      try:
+        from alexnet_jax.bench import torch_reference
+      except ImportError:
+        print('--torch: PyTorch is not installed (pip install torch); skipping the comparison.')
+      else:
+        torch_r = out['torch'] = torch_reference.run(config, batch_size=args.batch_size,
+                                                     steps=args.steps)
+        out['jax_over_torch'] = out['step']['images_per_s'] / torch_r['images_per_s']
+    _print_step(out['step'], torch_r)
+
+  if args.mode in ('input', 'all'):
+    out['input'] = _run_input(config, args)
+
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(out, f, indent=2, default=str)
+    print(f'\nwrote {args.json}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,164 @@
+"""Train-step benchmark: the jitted step exactly as training runs it, timed on synthetic data.
+
+`run` builds the default config's parameters and optimizer, shards them over a
+('data', 'model') mesh, compiles `jax.jit(step, donate_argnums=(0,))` (timed on its
+own: lower + compile) and times `steps` steps after two warm-up steps, each ended with
+block_until_ready. Alongside, it counts the FLOPs of one step from the layer shapes of
+the two-column network (and asks XLA for its own count), and times a large float32
+matmul in the same process as a yardstick for what this machine's cores can do.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alexnet_jax import model, optim, parallel
+
+WARMUP_STEPS = 2
+
+
+def forward_macs_per_image(spec: model.Spec) -> dict[str, int]:
+  """Multiply-adds of each conv/fc layer for one image, summed over the columns.
+
+  Counted from this layout's kernels: conv1, conv2, conv4 and conv5 read only their own
+  column's maps, conv3 and the fc layers read both columns (param_shapes).
+  """
+  shapes = model.param_shapes(spec)
+  pad1 = model.conv1_padding(spec.image_size)
+  size1 = (spec.image_size + sum(pad1) - 11) // 4 + 1
+
+  def pooled(size):
+    return (size - spec.pool_window) // spec.pool_stride + 1
+
+  size2 = pooled(size1)  # conv2 keeps its input size (padding 2).
+  size3 = pooled(size2)  # conv3-conv5 keep theirs (padding 1).
+  out_size = {'conv1': size1, 'conv2': size2, 'conv3': size3, 'conv4': size3, 'conv5': size3}
+  macs = {}
+  for name in model.CONV_LAYERS:
+    columns, kh, kw, cin, cout = shapes[name]['kernel']
+    macs[name] = columns * out_size[name] ** 2 * kh * kw * cin * cout
+  for name in model.FC_LAYERS:
+    macs[name] = int(np.prod(shapes[name]['kernel']))
+  return macs
+
+
+def train_step_flops(spec: model.Spec, batch_size: int) -> float:
+  """2 FLOPs per multiply-add, times 3 for forward + backward (both gradients)."""
+  return 2.0 * 3.0 * sum(forward_macs_per_image(spec).values()) * batch_size
+
+
+def _median_time(fn, repeats: int) -> tuple[float, list[float]]:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), times
+
+
+def matmul_flops_per_s(n: int = 4096, repeats: int = 7) -> dict:
+  """Median FLOP/s of a jitted float32 [n, n] @ [n, n] (after one warm-up call)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  matmul = jax.jit(jnp.dot)
+  jax.block_until_ready(matmul(a, b))
+  median, times = _median_time(lambda: matmul(a, b), repeats)
+  flops = 2.0 * n ** 3
+  return {'matmul_n': n, 'matmul_median_s': median, 'matmul_flops_per_s': flops / median,
+          'matmul_min_s': min(times), 'matmul_max_s': max(times)}
+
+
+def make_train_step(config, mesh, batch_size: int):
+  """(jitted step, initial state) exactly as `alexnet_jax.train` builds them."""
+  from alexnet_jax import train  # Imports the input pipeline (TensorFlow) too.
+  spec = model.Spec.from_config(config.model)
+  parallel.check_layout(mesh, spec, batch_size)
+  tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
+  return train.make_train_step(mesh, spec, tx, batch_size), train.init_state(config, mesh, spec, tx)
+
+
+def synthetic_batch(config, mesh, batch_size: int):
+  """Random mean-subtracted-looking images and labels, already on the devices."""
+  size = config.model.image_size
+  images = 60.0 * jax.random.normal(jax.random.key(1), (batch_size, size, size, 3), jnp.float32)
+  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, config.model.num_classes)
+  sharding = parallel.batch_sharding(mesh)
+  return jax.device_put(images, sharding), jax.device_put(labels, sharding)
+
+
+def _xla_flops(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # Not every backend implements it.
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or 'flops' not in cost:
+    return None
+  return float(cost['flops'])
+
+
+def run(config, *, batch_size: int, steps: int, mesh_data: int = 1, mesh_model: int = 1,
+        matmul_n: int = 4096) -> dict:
+  """Times the train step of `config` (its model.dtype included); a JSON-able dict."""
+  config = config.copy_and_resolve_references()
+  spec = model.Spec.from_config(config.model)
+  mesh = parallel.make_mesh(mesh_data, mesh_model)
+  step_fn, state = make_train_step(config, mesh, batch_size)
+  images, labels = synthetic_batch(config, mesh, batch_size)
+
+  start = time.perf_counter()
+  lowered = step_fn.lower(state, images, labels)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+
+  for _ in range(WARMUP_STEPS):
+    state, metrics = compiled(state, images, labels)
+    jax.block_until_ready(state)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, images, labels)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - start)
+  loss = float(metrics['loss'])
+
+  median = statistics.median(times)
+  macs = forward_macs_per_image(spec)
+  flops = train_step_flops(spec, batch_size)
+  xla_flops = _xla_flops(compiled)
+  result = {
+      'jax_version': jax.__version__,
+      'device_kind': jax.devices()[0].device_kind,
+      'platform': jax.devices()[0].platform,
+      'num_devices': len(jax.devices()),
+      'batch_size': batch_size,
+      'mesh': {'data': mesh.shape['data'], 'model': mesh.shape['model']},
+      'dtype': spec.dtype,
+      'steps': steps,
+      'warmup_steps': WARMUP_STEPS,
+      'lower_s': lower_s,
+      'compile_s': compile_s,
+      'lower_compile_s': lower_s + compile_s,
+      'step_median_s': median,
+      'step_min_s': min(times),
+      'step_max_s': max(times),
+      'step_times_s': times,
+      'images_per_s': batch_size / median,
+      'forward_macs_per_image': macs,
+      'forward_gflops_per_image': 2.0 * sum(macs.values()) / 1e9,
+      'step_flops_analytic': flops,
+      'step_flops_xla': xla_flops,
+      'achieved_flops_per_s': flops / median,
+      'final_loss': loss,
+  }
+  result.update(matmul_flops_per_s(matmul_n))
+  result['achieved_over_matmul'] = result['achieved_flops_per_s'] / result['matmul_flops_per_s']
+  return result
