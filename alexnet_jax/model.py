@@ -40,6 +40,10 @@ def model_config() -> ml_collections.ConfigDict:
   cfg.conv_features = (96, 256, 384, 384, 256)
   cfg.fc_features = (4096, 4096)  # fc6, fc7 (fc8 has num_classes).
   cfg.activation = 'relu'  # Sec. 3.1: ReLU; 'tanh' for Fig. 1's comparison.
+  # Sec. 7: "removing any of the middle convolutional layers results in a loss of about
+  # 2% for the top-1 performance". '' keeps all; 'conv3', 'conv4' or 'conv5' removes one
+  # (the next layer then reads what the removed one read).
+  cfg.remove_conv = ''
   # Sec. 3.3 local response normalisation, within a column's channels.
   cfg.lrn = True
   cfg.lrn_k = 2.0
@@ -85,6 +89,12 @@ class Spec:
   init: str
   init_std: float
   dtype: str
+  remove_conv: str = ''
+
+  @property
+  def layers(self) -> tuple[str, ...]:
+    """The learned layers of this network, in order."""
+    return tuple(name for name in LAYERS if name != self.remove_conv)
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> 'Spec':
@@ -102,6 +112,9 @@ class Spec:
       raise ValueError(f'model.dropout_rate must be in [0, 1), got {cfg.dropout_rate}.')
     if cfg.init not in ('paper', 'caffe', 'he'):
       raise ValueError(f"model.init must be 'paper', 'caffe' or 'he', got {cfg.init!r}.")
+    if cfg.get('remove_conv', '') not in ('', 'conv3', 'conv4', 'conv5'):
+      raise ValueError("model.remove_conv must be '', 'conv3', 'conv4' or 'conv5', got "
+                       f'{cfg.remove_conv!r}.')
     if cfg.dtype not in ('float32', 'bfloat16'):
       raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {cfg.dtype!r}.")
     if cfg.pool_window < 1 or cfg.pool_stride < 1:
@@ -129,7 +142,8 @@ class Spec:
         lrn_n=int(cfg.lrn_n), lrn_alpha=float(cfg.lrn_alpha), lrn_beta=float(cfg.lrn_beta),
         pool_window=int(cfg.pool_window), pool_stride=int(cfg.pool_stride),
         dropout_rate=float(cfg.dropout_rate), dropout_form=cfg.dropout_form,
-        init=cfg.init, init_std=float(cfg.init_std), dtype=cfg.dtype)
+        init=cfg.init, init_std=float(cfg.init_std), dtype=cfg.dtype,
+        remove_conv=cfg.get('remove_conv', ''))
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,16 +169,17 @@ def param_shapes(cfg) -> dict[str, dict[str, tuple[int, ...]]]:
   c = s.columns
   w1, w2, w3, w4, w5 = s.conv_widths
   f6, f7 = s.fc_widths
-  kernels = {
-      'conv1': (c, 11, 11, 3, w1),
-      'conv2': (c, 5, 5, w1, w2),
-      'conv3': (c, 3, 3, c * w2, w3),  # Reads both columns.
-      'conv4': (c, 3, 3, w3, w4),
-      'conv5': (c, 3, 3, w4, w5),
-      'fc6': (c, 6 * 6 * c * w5, f6),  # Reads both columns' 6x6 pool5 maps, flattened (H, W, C).
+  kernels = {'conv1': (c, 11, 11, 3, w1), 'conv2': (c, 5, 5, w1, w2)}
+  reads = c * w2  # The first of conv3-conv5 reads both columns' pool2 maps.
+  for name, width in (('conv3', w3), ('conv4', w4), ('conv5', w5)):
+    if name != s.remove_conv:
+      kernels[name] = (c, 3, 3, reads, width)
+      reads = width  # The next reads only its own column.
+  kernels.update({
+      'fc6': (c, 6 * 6 * c * reads, f6),  # Reads both columns' 6x6 pool5 maps, flattened (H, W, C).
       'fc7': (c, c * f6, f7),  # Reads both columns.
       'fc8': (c * f7, s.num_classes),  # One layer reading both halves of fc7 (original code).
-  }
+  })
   return {name: {'kernel': k, 'bias': k[:1] + k[-1:] if name != 'fc8' else k[-1:]}
           for name, k in kernels.items()}
 
@@ -398,12 +413,13 @@ def forward(params: Params, images: jax.Array, spec: Spec, *, train: bool = Fals
   if reached('pool2', h): return found['pool2']
   # conv3 reads both columns; conv4 and conv5 only their own.
   x = both(h)
-  h = [act(conv(x, *col('conv3', c), padding=_same(1))) for c in columns]
-  if reached('conv3', h): return found['conv3']
-  h = [act(conv(y, *col('conv4', c), padding=_same(1))) for c, y in zip(columns, h)]
-  if reached('conv4', h): return found['conv4']
-  h = [act(conv(y, *col('conv5', c), padding=_same(1))) for c, y in zip(columns, h)]
-  if reached('conv5', h): return found['conv5']
+  h = None
+  for name in ('conv3', 'conv4', 'conv5'):
+    if name == spec.remove_conv:
+      continue
+    inputs = [x] * local_columns if h is None else h
+    h = [act(conv(y, *col(name, c), padding=_same(1))) for c, y in zip(columns, inputs)]
+    if reached(name, h): return found[name]
   h = [pool(y) for y in h]
   if reached('pool5', h): return found['pool5']
   # fc6 and fc7 read both columns. Flattening (H, W, C) after the gather puts column 0's
@@ -457,9 +473,11 @@ def validate_params(params, spec: Spec) -> None:
                          f'num_classes={spec.num_classes}).')
 
 
-def check_layer(layer: str | None) -> None:
+def check_layer(layer: str | None, spec: Spec) -> None:
   if layer is not None and layer not in ACTIVATIONS:
     raise ValueError(f'layer must be one of {ACTIVATIONS} or None, got {layer!r}.')
+  if layer is not None and layer == spec.remove_conv:
+    raise ValueError(f'layer {layer!r} is removed in this config (model.remove_conv).')
 
 
 @functools.partial(jax.jit, static_argnames=('spec', 'train', 'layer'))
@@ -479,7 +497,7 @@ def apply(params: Params, images: jax.Array, cfg, *, train: bool = False,
   spec = Spec.from_config(cfg)
   validate_images(images, spec)
   validate_params(params, spec)
-  check_layer(layer)
+  check_layer(layer, spec)
   if train and rng is None:
     raise ValueError('apply(train=True) needs rng=jax.random.key(...) for dropout.')
   if rng is None:

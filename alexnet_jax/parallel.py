@@ -12,9 +12,12 @@ transposes the collectives, which sums the gradients of replicated parameters ov
 'data' (the average of the per-device batch means) and routes each column's gradient
 back to the device that holds it.
 
-Why not pmap: on current JAX `jax.pmap` is `jit(shard_map)` over one axis, and nesting
-two pmaps (data and model) fails with a mesh error. One shard_map over a 2-D mesh is
-the layout the paper's two GPUs become.
+Mappers (config.mesh.mapper): 'shard_map' (the default) runs every layout. 'pmap' runs
+the same per-column code under `jax.pmap` over the one mesh axis that is larger than 1:
+the paper's two columns on two devices (axis 'model', activations exchanged with
+`all_gather`) or pure data parallelism (axis 'data'). On current JAX `jax.pmap` is
+`jit(shard_map)` over one axis, and nesting two pmaps (data and model) fails with a mesh
+error, so a mesh with both axes larger than 1 is a ValueError under 'pmap'.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from alexnet_jax import model
 
 AXES = ('data', 'model')
+MAPPERS = ('shard_map', 'pmap')
 
 
 def make_mesh(data: int = -1, model_size: int = 1, devices=None) -> jax.sharding.Mesh:
@@ -65,7 +69,7 @@ def param_specs(spec: model.Spec):
   """Column layers are split over 'model' on their leading column axis; fc8 is replicated."""
   return {name: {'kernel': P() if name == 'fc8' else P('model'),
                  'bias': P() if name == 'fc8' else P('model')}
-          for name in model.LAYERS}
+          for name in spec.layers}
 
 
 def param_shardings(mesh, spec: model.Spec):
@@ -88,8 +92,11 @@ def _placement(mesh, spec: model.Spec, local_batch: int) -> model.Placement:
       first_example=jax.lax.axis_index('data') * local_batch)
 
 
-def sharded_forward(mesh, spec: model.Spec, *, train: bool = False, layer: str | None = None):
+def sharded_forward(mesh, spec: model.Spec, *, train: bool = False, layer: str | None = None,
+                    mapper: str = 'shard_map'):
   """f(params, images, rng) -> logits (or `layer`'s activations), sharded over `mesh`."""
+  if _check_mapper(mesh, mapper) == 'pmap':
+    return _pmap_forward(mesh, spec, train=train, layer=layer)
 
   def per_device(params, images, rng):
     out = model.forward(params, images, spec, train=train, rng=rng, layer=layer,
@@ -113,12 +120,14 @@ def cross_entropy_and_errors(logits, labels):
   return ce, (rank >= 1).astype(jnp.float32), (rank >= 5).astype(jnp.float32)
 
 
-def sharded_loss(mesh, spec: model.Spec, global_batch: int):
+def sharded_loss(mesh, spec: model.Spec, global_batch: int, mapper: str = 'shard_map'):
   """f(params, images, labels, rng) -> (mean cross-entropy, {'top1_error', 'top5_error'}).
 
   Means over the global batch: each device sums its examples, divided by the global
-  batch size, and the sums are added over 'data'.
+  batch size, and the sums are added over 'data'. mapper: 'shard_map' or 'pmap'.
   """
+  if _check_mapper(mesh, mapper) == 'pmap':
+    return _pmap_loss(mesh, spec, global_batch)
 
   def per_device(params, images, labels, rng):
     logits = model.forward(params, images, spec, train=True, rng=rng,
@@ -150,27 +159,124 @@ def sharded_view_probs(mesh, spec: model.Spec):
                        out_specs=P('data'))
 
 
+# ---------------------------------------------------------------------------------------
+# The pmap mapper: one named axis, the same per-column code.
+
+
+def _check_mapper(mesh, mapper: str) -> str:
+  if mapper not in MAPPERS:
+    raise ValueError(f"config.mesh.mapper must be one of {MAPPERS}, got {mapper!r}.")
+  if mapper == 'pmap' and mesh.shape['data'] > 1 and mesh.shape['model'] > 1:
+    raise ValueError(f"mapper='pmap' maps one axis, but the mesh is {mesh.shape['data']}x"
+                     f"{mesh.shape['model']} (data x model): nested pmaps fail on current JAX. "
+                     "Use config.mesh.mapper='shard_map', or a mesh with data=1 or model=1.")
+  return mapper
+
+
+def _pmap_plan(mesh, spec: model.Spec):
+  """(axis name, its size, params -> pmap operands, their in_axes, placement factory)."""
+  devices = list(mesh.devices.flat)
+  if mesh.shape['model'] > 1:
+    # One column per device: column layers' leading axis [C, ...] becomes [C, C/C, ...]
+    # (pmap takes the first axis away; forward wants a column axis). fc8 is broadcast.
+    size = mesh.shape['model']
+
+    def operands(params):
+      return {name: {leaf: (x if name == 'fc8' else x.reshape((size, -1) + x.shape[1:]))
+                     for leaf, x in layer.items()} for name, layer in params.items()}
+
+    axes = {name: {'kernel': None if name == 'fc8' else 0, 'bias': None if name == 'fc8' else 0}
+            for name in spec.layers}
+    local_columns = spec.columns // size
+
+    def placement(local_batch):
+      del local_batch
+      return model.Placement(
+          gather=lambda x: jax.lax.all_gather(x, 'model', axis=x.ndim - 1, tiled=True),
+          first_column=jax.lax.axis_index('model') * local_columns)
+
+    return 'model', size, devices, operands, axes, placement, False
+  size = mesh.shape['data']
+
+  def placement(local_batch):
+    return model.Placement(first_example=jax.lax.axis_index('data') * local_batch)
+
+  return 'data', size, devices, (lambda params: params), None, placement, True
+
+
+def _split(x, size, batch_split):
+  """The batch split over 'data' ([N, ...] -> [size, N/size, ...]), else broadcast (None)."""
+  return x.reshape((size, x.shape[0] // size) + x.shape[1:]) if batch_split else x
+
+
+def _pmap_forward(mesh, spec: model.Spec, *, train: bool, layer: str | None):
+  axis, size, devices, operands, param_axes, placement, batch_split = _pmap_plan(mesh, spec)
+  batch_axis = 0 if batch_split else None
+
+  def per_device(params, images, rng):
+    return model.forward(params, images, spec, train=train, rng=rng, layer=layer,
+                         placement=placement(images.shape[0]))
+
+  mapped = jax.pmap(per_device, axis_name=axis, in_axes=(param_axes, batch_axis, None),
+                    devices=devices)
+
+  def forward(params, images, rng):
+    out = mapped(operands(params), _split(images, size, batch_split), rng)
+    # Over 'data' the devices hold consecutive slices of the batch; over 'model' every
+    # device holds the whole (gathered) output.
+    return out.reshape((-1,) + out.shape[2:]) if batch_split else out[0]
+
+  return forward
+
+
+def _pmap_loss(mesh, spec: model.Spec, global_batch: int):
+  axis, size, devices, operands, param_axes, placement, batch_split = _pmap_plan(mesh, spec)
+  batch_axis = 0 if batch_split else None
+
+  def per_device(params, images, labels, rng):
+    logits = model.forward(params, images, spec, train=True, rng=rng,
+                           placement=placement(images.shape[0]))
+    ce, top1, top5 = cross_entropy_and_errors(logits, labels)
+    return jnp.stack([ce.sum(), top1.sum(), top5.sum()]) / global_batch
+
+  mapped = jax.pmap(per_device, axis_name=axis,
+                    in_axes=(param_axes, batch_axis, batch_axis, None), devices=devices)
+
+  def loss(params, images, labels, rng):
+    sums = mapped(operands(params), _split(images, size, batch_split),
+                  _split(labels, size, batch_split), rng)
+    # Over 'data': each device's share of the global mean, added. Over 'model': every
+    # device computed the same whole-batch loss; the mean also splits the cotangent
+    # evenly, and all_gather's transpose adds the halves back on each column's device.
+    sums = sums.sum(axis=0) if batch_split else sums.mean(axis=0)
+    return sums[0], {'top1_error': sums[1], 'top5_error': sums[2]}
+
+  return loss
+
+
 def shard_params(params, mesh, spec: model.Spec):
   return jax.device_put(params, param_shardings(mesh, spec))
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_forward(mesh, spec, train, layer):
-  return jax.jit(sharded_forward(mesh, spec, train=train, layer=layer))
+def _jitted_forward(mesh, spec, train, layer, mapper):
+  return jax.jit(sharded_forward(mesh, spec, train=train, layer=layer, mapper=mapper))
 
 
-def apply(params, images, cfg, mesh, *, train: bool = False, rng=None, layer: str | None = None):
+def apply(params, images, cfg, mesh, *, train: bool = False, rng=None, layer: str | None = None,
+          mapper: str = 'shard_map'):
   """`alexnet_jax.apply` with the columns and the batch laid out over `mesh`."""
   spec = model.Spec.from_config(cfg)
   model.validate_images(images, spec)
   model.validate_params(params, spec)
-  model.check_layer(layer)
+  model.check_layer(layer, spec)
   check_layout(mesh, spec, images.shape[0])
+  _check_mapper(mesh, mapper)
   if train and rng is None:
     raise ValueError('apply(train=True) needs rng=jax.random.key(...) for dropout.')
   rng = jax.random.key(0) if rng is None else rng
   params = shard_params(params, mesh, spec)
   images = jax.device_put(images, batch_sharding(mesh))
   rng = jax.device_put(rng, replicated(mesh))
-  return _jitted_forward(mesh, spec, train, layer)(params, images, rng)
+  return _jitted_forward(mesh, spec, train, layer, mapper)(params, images, rng)
 

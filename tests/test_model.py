@@ -270,3 +270,36 @@ def test_hand_written_gradients_match_autodiff():
   ours = jax.grad(lambda a: jnp.sum(model.local_response_norm(a, k=2.0, n=5, alpha=1e-4, beta=0.75) * gl))(x)
   ref = jax.grad(lambda a: jnp.sum(plain_lrn(a) * gl))(x)
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('removed', ['conv3', 'conv4', 'conv5'])
+def test_removing_a_middle_conv_layer(removed):
+  # Sec. 7's depth ablation: the next layer reads what the removed one read.
+  cfg = alexnet_jax.model_config()
+  cfg.remove_conv = removed
+  shapes = alexnet_jax.param_shapes(cfg)
+  assert removed not in shapes
+  expected = {'conv3': {'conv4': (2, 3, 3, 256, 192), 'fc6': (2, 9216, 2048)},
+              'conv4': {'conv5': (2, 3, 3, 192, 128), 'fc6': (2, 9216, 2048)},
+              'conv5': {'conv4': (2, 3, 3, 192, 192), 'fc6': (2, 6 * 6 * 384, 2048)}}[removed]
+  for name, shape in expected.items():
+    assert shapes[name]['kernel'] == shape, name
+  with pytest.raises(ValueError, match='removed'):
+    alexnet_jax.apply(alexnet_jax.init_params(jax.random.key(0), cfg), jnp.zeros((1, 224, 224, 3)),
+                      cfg, layer=removed)
+
+
+def test_without_conv4_conv5_reads_conv3():
+  cfg = small_config(remove_conv='conv4')
+  params = jax.tree.map(lambda p: p * 8.0, alexnet_jax.init_params(jax.random.key(12), cfg))
+  images = jax.random.normal(jax.random.key(13), (2, 224, 224, 3)) * 60.0
+  conv3 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv3'))
+  conv5 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv5'))
+  half = conv3.shape[-1] // 2
+  for c in range(2):  # Each column's conv5 reads its own column's conv3 maps.
+    ref = jax.lax.conv_general_dilated(conv3[..., c * half:(c + 1) * half], params['conv5']['kernel'][c],
+                                       (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                       precision=jax.lax.Precision.HIGHEST)
+    ref = np.maximum(np.asarray(ref) + np.asarray(params['conv5']['bias'][c]), 0)
+    out = conv5[..., c * ref.shape[-1]:(c + 1) * ref.shape[-1]]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -39,7 +39,7 @@ def forward_macs_per_image(spec: model.Spec) -> dict[str, int]:
   size3 = pooled(size2)  # conv3-conv5 keep theirs (padding 1).
   out_size = {'conv1': size1, 'conv2': size2, 'conv3': size3, 'conv4': size3, 'conv5': size3}
   macs = {}
-  for name in model.CONV_LAYERS:
+  for name in (n for n in spec.layers if n in model.CONV_LAYERS):
     columns, kh, kw, cin, cout = shapes[name]['kernel']
     macs[name] = columns * out_size[name] ** 2 * kh * kw * cin * cout
   for name in model.FC_LAYERS:
