@@ -180,3 +180,16 @@ def test_command_line_errors_are_one_line(tmp_path):
   assert last.startswith('error: ') and 'learning_rate' in last, negative.stderr
   assert 'Traceback' not in negative.stderr
   assert os.listdir(tmp_path) == []  # Nothing written for a run that cannot start.
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(folder, max_steps=4, eval_views=('center',)), workdir)
+  good = alexnet_jax.load_params(workdir)
+  # A learning rate no network survives: parameters overflow to Inf/NaN within a step.
+  with pytest.raises(train.TrainingDiverged, match='last good checkpoint \\(step 4\\)'):
+    train.train_and_evaluate(tiny_config(folder, **{'optim.learning_rate': 1e30}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4']
+  kept = alexnet_jax.load_params(workdir)
+  for name in good:
+    np.testing.assert_array_equal(kept[name]['kernel'], good[name]['kernel'])
