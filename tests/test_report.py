@@ -1,0 +1,108 @@
+"""The results table from hand-written run directories."""
+
+import json
+import os
+import subprocess
+import sys
+
+from alexnet_jax import report
+from configs import paper
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_run(path, config, metrics, result=None):
+  os.makedirs(path)
+  with open(os.path.join(path, 'config.json'), 'w') as f:
+    f.write(config.to_json(indent=2))
+  with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
+    for record in metrics:
+      f.write(json.dumps(record) + '\n')
+  if result is not None:
+    with open(os.path.join(path, 'eval.json'), 'w') as f:
+      json.dump(result, f)
+
+
+def eval_json(centre, ten):
+  return {'step': 900, 'center': {'top1_error': centre[0], 'top5_error': centre[1], 'examples': 50000},
+          'ten': {'top1_error': ten[0], 'top5_error': ten[1], 'examples': 50000},
+          'devices': '2 x gpu'}
+
+
+def make_runs(tmp_path):
+  base = paper.get_config()
+  base.data.manual_dir = '/data/ilsvrc'  # Where the data lives is not the experiment.
+  write_run(str(tmp_path / 'paper'), base,
+            [{'step': 900, 'epoch': 90.0, 'loss': 1.5, 'top1_error': 0.3, 'top5_error': 0.1,
+              'learning_rate': 1e-5},
+             {'step': 900, 'val_center_top1_error': 0.44, 'val_center_top5_error': 0.21}],
+            eval_json((0.44, 0.21), (0.42, 0.195)))
+  no_lrn = paper.get_config()
+  no_lrn.model.lrn = False
+  # Stopped at epoch 10 of 90, without eval.json: an interim number, never final.
+  write_run(str(tmp_path / 'no_lrn'), no_lrn,
+            [{'step': 100, 'epoch': 10.0, 'loss': 3.0, 'top1_error': 0.7, 'top5_error': 0.4,
+              'learning_rate': 0.01},
+             {'step': 100, 'val_center_top1_error': 0.6, 'val_center_top5_error': 0.35}])
+  one_column = paper.get_config()
+  one_column.model.columns = 1
+  write_run(str(tmp_path / 'one_column'), one_column,
+            [{'step': 900, 'epoch': 90.0, 'loss': 1.6}], eval_json((0.46, 0.22), (0.44, 0.21)))
+  # An ablation with a second, non-ablation change: the paper's effect does not apply.
+  no_lighting = paper.get_config()
+  no_lighting.data.lighting = 'none'
+  no_lighting.batch_size = 256
+  write_run(str(tmp_path / 'no_lighting'), no_lighting,
+            [{'step': 450, 'epoch': 90.0, 'loss': 1.6}], eval_json((0.5, 0.25), (0.48, 0.24)))
+  return [str(tmp_path / n) for n in ('paper', 'no_lrn', 'one_column', 'no_lighting')]
+
+
+def rows(text):
+  lines = text.strip().splitlines()
+  header = [c.strip() for c in lines[0].strip('|').split('|')]
+  return [dict(zip(header, (c.strip() for c in line.strip('|').split('|')))) for line in lines[2:]]
+
+
+def test_table(tmp_path):
+  paths = make_runs(tmp_path)
+  table = rows(report.table([report.read_run(p) for p in paths]))
+  paper_row, no_lrn_row, one_column_row, no_lighting_row = table
+  assert paper_row['what differs'] == 'the paper config'
+  assert paper_row['epochs run / planned'] == '90 / 90'
+  assert paper_row['top-1 / top-5 centre'] == '44.0 / 21.0'
+  assert paper_row['top-1 / top-5 10-view'] == '42.0 / 19.5'
+  assert paper_row['10-view - centre'] == '-2.0 / -1.5'
+  assert paper_row['paper'] == '40.7 / 18.2 (Table 2, 1 CNN)'
+  assert paper_row['difference'] == '+1.3 / +1.3'  # 42.0 - 40.7, 19.5 - 18.2.
+  assert paper_row['hardware'] == '2 x gpu'
+
+  assert no_lrn_row['what differs'] == 'no LRN (Sec. 3.3): model.lrn=False'
+  assert no_lrn_row['epochs run / planned'] == '10 / 90 **incomplete**'
+  assert no_lrn_row['top-1 / top-5 centre'] == 'incomplete: 60.0 / 35.0'
+  assert no_lrn_row['top-1 / top-5 10-view'] == 'incomplete'
+  assert no_lrn_row['10-view - centre'] == '-'
+  assert no_lrn_row['paper'] == '+1.4 / +1.2 vs 1 CNN'
+  assert no_lrn_row['difference'] == '-'
+  assert no_lrn_row['hardware'] == '-'
+
+  assert one_column_row['what differs'] == 'one column (Sec. 3.2): model.columns=1'
+  assert one_column_row['paper'] == '+1.7 / +1.2 vs 1 CNN'
+  # 44.0 - 42.0, 21.0 - 19.5 against the complete paper-config run.
+  assert one_column_row['difference'] == '+2.0 / +1.5 vs paper-config run'
+
+  assert no_lighting_row['what differs'] == (
+      "no PCA lighting (Sec. 4.1): data.lighting='none'; also batch_size")
+  assert no_lighting_row['paper'] == 'n/a (other dataset or setup)'
+  assert no_lighting_row['difference'] == '-'
+  assert no_lighting_row['10-view - centre'] == '-2.0 / -1.0'
+
+
+def test_command_writes_the_same_table(tmp_path):
+  paths = make_runs(tmp_path)
+  output = str(tmp_path / 'report.md')
+  done = subprocess.run([sys.executable, '-m', 'alexnet_jax.report', *paths, f'--output={output}'],
+                        cwd=REPO, capture_output=True, text=True, check=True)
+  with open(output) as f:
+    written = f.read()
+  assert written.strip() == done.stdout.strip()
+  assert written.strip() == report.table([report.read_run(p) for p in paths])
