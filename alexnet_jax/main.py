@@ -2,6 +2,10 @@
 
 Only wires flags to `alexnet_jax.train`; any config field can be overridden, e.g.
 `--config.batch_size=256 --config.mesh.model=2`.
+
+Multi-process: on a Cloud TPU pod, under SLURM (`srun`) or Open MPI (`mpirun`) the same
+command joins the other processes by itself; other launchers pass
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (see launch/).
 """
 
 import logging as std_logging
@@ -19,6 +23,11 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and eva
 flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                   'train: train (resuming from the latest checkpoint) then evaluate; '
                   'eval: evaluate the latest checkpoint.')
+flags.DEFINE_string('coordinator_address', None,
+                    'HOST:PORT of process 0, for a multi-process run on a launcher JAX does not '
+                    'detect (detected: Cloud TPU pods, SLURM, Open MPI).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes, with --coordinator_address.')
+flags.DEFINE_integer('process_id', None, "This process's index in [0, num_processes).")
 config_flags.DEFINE_config_file('config', None, 'A config file, e.g. configs/paper.py.',
                                 lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -38,6 +47,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  from alexnet_jax import distributed
+  try:
+    # Before anything touches a JAX backend: jax.distributed must come first.
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
   from alexnet_jax import train  # After flag parsing: --help stays fast.
   try:
     if FLAGS.mode == 'eval':

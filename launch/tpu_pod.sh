@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Trains on a Cloud TPU VM pod slice: creates it (or reuses it if it exists), copies
+# this repository to every worker, installs it, and runs the same command on all of
+# them. JAX detects the pod and joins the workers (jax.distributed.initialize()).
+#
+#   TPU_NAME=alexnet ZONE=us-central2-b ACCELERATOR=v4-32 launch/tpu_pod.sh \
+#       --config=configs/paper.py --workdir=gs://BUCKET/runs/paper \
+#       --config.data.data_dir=gs://BUCKET/tensorflow_datasets
+#
+# The workdir and data must be on storage every worker sees (a GCS bucket). Arguments
+# go to `python -m alexnet_jax.main`. RUNTIME (default tpu-ubuntu2204-base) picks the
+# VM image; PROJECT, if set, the GCP project. Run it again after a pre-emption: the
+# workers resume from the latest checkpoint.
+set -euo pipefail
+
+: "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${ACCELERATOR:?set ACCELERATOR, e.g. v4-32}"
+runtime=${RUNTIME:-tpu-ubuntu2204-base}
+project=${PROJECT:+--project=$PROJECT}
+tpu=(gcloud compute tpus tpu-vm ${project:-} --zone="$ZONE")
+
+if ! "${tpu[@]}" describe "$TPU_NAME" >/dev/null 2>&1; then
+  "${tpu[@]}" create "$TPU_NAME" --accelerator-type="$ACCELERATOR" --version="$runtime"
+fi
+
+cd "$(dirname "$0")/.."
+# The working tree (not only committed files), without runs and caches.
+tar czf /tmp/alexnet_jax.tgz --exclude=.git --exclude=runs --exclude='*.pyc' .
+"${tpu[@]}" scp /tmp/alexnet_jax.tgz "$TPU_NAME":/tmp/ --worker=all
+"${tpu[@]}" ssh "$TPU_NAME" --worker=all --command="
+  set -e
+  mkdir -p ~/alexnet_jax && tar xzf /tmp/alexnet_jax.tgz -C ~/alexnet_jax
+  cd ~/alexnet_jax && pip install -q -e . 'jax[tpu]'
+  python3 -m alexnet_jax.main $(printf '%q ' "$@")"

@@ -1,0 +1,173 @@
+"""Multi-process training through launch/local_multiprocess.sh: 2 processes x 2 fake CPU
+devices against 1 x 4 and 1 x 1, an interrupted run resumed, and a pre-emption that
+reaches one process only.
+
+Every run is a subprocess (this test process never joins a jax.distributed group).
+The data make the layouts comparable: each process shuffles and augments its own share
+of the split, so the examples of a global batch depend on the process count; with the
+whole (8-image) split as the batch, no crop offsets, reflections, lighting noise or
+dropout, every layout computes the same update, up to float32 summation order.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import alexnet_jax
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCHER = os.path.join(REPO, 'launch', 'local_multiprocess.sh')
+TIMEOUT = 300
+
+CONFIG = '''
+from configs import default
+
+def get_config():
+  config = default.get_config()
+  config.data.source = 'folder'
+  config.data.folder = {folder!r}
+  config.data.stored_size = 224  # = the crop: no random offsets.
+  config.data.flip = False
+  config.data.lighting = 'none'
+  config.data.shuffle_buffer = 8
+  config.model.num_classes = 2
+  config.model.conv_features = (8, 16, 24, 24, 16)
+  config.model.fc_features = (64, 64)
+  config.model.init = 'he'
+  config.model.dropout_rate = 0.0
+  config.optim.learning_rate = 0.001
+  config.batch_size = 8  # The whole split: one step per epoch.
+  config.eval_batch_size = 4
+  config.num_epochs = 6
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 3
+  config.eval_every_epochs = 1000
+  config.eval_views = ('center',)
+  config.mesh.data = -1
+  config.mesh.model = 1
+  return config
+'''
+
+
+@pytest.fixture(scope='module')
+def config_file(tmp_path_factory):
+  root = tmp_path_factory.mktemp('mp')
+  rng = np.random.default_rng(0)
+  for split, per_class in (('train', 4), ('val', 2)):
+    for label, (name, level) in enumerate((('dark', 50), ('bright', 200))):
+      os.makedirs(root / 'images' / split / name)
+      for i in range(per_class):
+        pixels = np.clip(rng.normal(level, 25, size=(256, 256, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / 'images' / split / name / f'{i}.png')
+  path = root / 'tiny.py'
+  path.write_text(CONFIG.format(folder=str(root / 'images')))
+  return str(path)
+
+
+def _env(devices):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHON=sys.executable,
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+def run_local(processes, devices, config_file, workdir, *flags):
+  args = [f'--config={config_file}', f'--workdir={workdir}', *flags]
+  if processes == 1:
+    command = [sys.executable, '-m', 'alexnet_jax.main', *args]
+  else:
+    command = ['bash', LAUNCHER, str(processes), str(devices), *args]
+  result = subprocess.run(command, cwd=REPO, env=_env(devices), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result.stdout + result.stderr
+
+
+def assert_same_params(a, b):
+  """Equal up to float32 summation order, which six updates amplify: the tolerance is
+  relative to each tensor's largest entry (the updates themselves are ~1e-2 of it)."""
+  for name in a:
+    for leaf in a[name]:
+      np.testing.assert_allclose(b[name][leaf], a[name][leaf], rtol=0,
+                                 atol=1e-4 * np.abs(a[name][leaf]).max() + 1e-7,
+                                 err_msg=f'{name}.{leaf}')
+
+
+@pytest.fixture(scope='module')
+def two_by_two(config_file, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('2x2') / 'run')
+  log = run_local(2, 2, config_file, workdir)
+  return workdir, log
+
+
+def test_two_processes_train_like_one(config_file, two_by_two, tmp_path):
+  workdir, log = two_by_two
+  assert '[p0] ' in log and '[p1] ' in log
+  assert 'Process 1 of 2: 2 local devices of 4.' in log
+  # Only process 0 writes the logs and results.
+  assert os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
+  assert os.path.exists(os.path.join(workdir, 'eval.json'))
+  assert log.count('Held-out (center view)') == 1
+  multi = alexnet_jax.load_params(workdir)
+  init = alexnet_jax.init_params(jax.random.fold_in(jax.random.key(0), 0),
+                                 _model_config(config_file))
+  # Training moved the parameters, so agreeing below means something.
+  assert np.abs(multi['fc8']['kernel'] - np.asarray(init['fc8']['kernel'])).max() > 1e-3
+  for devices in (4, 1):
+    single = str(tmp_path / f'1x{devices}')
+    run_local(1, devices, config_file, single)
+    assert_same_params(alexnet_jax.load_params(single), multi)
+
+
+def test_two_processes_resume(config_file, two_by_two, tmp_path):
+  workdir = str(tmp_path / 'parts')
+  run_local(2, 2, config_file, workdir, '--config.max_steps=3')
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3']
+  log = run_local(2, 2, config_file, workdir)
+  assert 'Resumed from' in log and 'at step 3' in log
+  assert_same_params(alexnet_jax.load_params(two_by_two[0]), alexnet_jax.load_params(workdir))
+
+
+def test_sigterm_to_one_process_saves_on_all(config_file, tmp_path):
+  """Process 1 alone gets SIGTERM; both must save the same step and exit cleanly."""
+  workdir = str(tmp_path / 'preempted')
+  command = ['bash', LAUNCHER, '2', '2', f'--config={config_file}', f'--workdir={workdir}',
+             '--config.num_epochs=100000', '--config.checkpoint_every_steps=100000']
+  launcher = subprocess.Popen(command, cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+  lines, deadline = [], time.monotonic() + TIMEOUT
+  try:
+    for line in launcher.stdout:
+      lines.append(line)
+      if '[p1] ' in line and 'step 2/' in line:  # Training is under way on both.
+        pid = subprocess.run(['pgrep', '-f', f'process_id=1 --config={config_file}'],
+                             capture_output=True, text=True).stdout.split()
+        assert len(pid) == 1, pid
+        os.kill(int(pid[0]), signal.SIGTERM)
+        break
+      assert time.monotonic() < deadline, ''.join(lines[-50:])
+    out, _ = launcher.communicate(timeout=TIMEOUT)
+  finally:
+    if launcher.poll() is None:
+      launcher.kill()
+  log = ''.join(lines) + out
+  assert launcher.returncode == 0, log[-4000:]
+  steps = os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert len(steps) == 1 and int(steps[0]) >= 2, steps
+  assert f'[p0] Pre-empted at step {steps[0]}' in log, log[-4000:]
+
+
+def _model_config(config_file):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('tiny_config', config_file)
+  module = importlib.util.module_from_spec(spec)
+  sys.path.insert(0, REPO)
+  spec.loader.exec_module(module)
+  return module.get_config().model
