@@ -18,9 +18,9 @@ import time
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 import alexnet_jax
+from tests.test_train import write_dark_and_bright
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, 'launch', 'local_multiprocess.sh')
@@ -59,13 +59,7 @@ def get_config():
 @pytest.fixture(scope='module')
 def config_file(tmp_path_factory):
   root = tmp_path_factory.mktemp('mp')
-  rng = np.random.default_rng(0)
-  for split, per_class in (('train', 4), ('val', 2)):
-    for label, (name, level) in enumerate((('dark', 50), ('bright', 200))):
-      os.makedirs(root / 'images' / split / name)
-      for i in range(per_class):
-        pixels = np.clip(rng.normal(level, 25, size=(256, 256, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / 'images' / split / name / f'{i}.png')
+  write_dark_and_bright(root / 'images', {'train': 4, 'val': 2})
   path = root / 'tiny.py'
   path.write_text(CONFIG.format(folder=str(root / 'images')))
   return str(path)

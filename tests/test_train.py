@@ -18,18 +18,22 @@ from configs import default
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def folder(tmp_path_factory):
-  """Two classes a network tells apart at once: dark and bright noisy images."""
-  root = tmp_path_factory.mktemp('folder')
+def write_dark_and_bright(root, per_class: dict) -> str:
+  """Two classes a network tells apart at once: dark and bright noisy 256x256 images,
+  `per_class[split]` of each, as root/<split>/<class>/<i>.png."""
   rng = np.random.default_rng(0)
-  for split, per_class in (('train', 12), ('val', 7)):
-    for label, (name, level) in enumerate((('dark', 50), ('bright', 200))):
+  for split, count in per_class.items():
+    for name, level in (('dark', 50), ('bright', 200)):
       os.makedirs(root / split / name)
-      for i in range(per_class):
+      for i in range(count):
         pixels = np.clip(rng.normal(level, 25, size=(256, 256, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(root / split / name / f'{i}.png')
   return str(root)
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  return write_dark_and_bright(tmp_path_factory.mktemp('folder'), {'train': 12, 'val': 7})
 
 
 def tiny_config(folder, **overrides):
