@@ -204,6 +204,24 @@ def _pmap_plan(mesh, spec: model.Spec):
   return 'data', size, devices, (lambda params: params), None, placement, True
 
 
+def _unsharded(tree, mesh):
+  """Drops the ('data', 'model') mesh's explicit shardings from traced values: pmap brings
+  its own one-axis mesh, and shardings that name the other mesh's axes fail inside it."""
+  def drop(x):
+    sharding = getattr(jax.typeof(x), 'sharding', None)
+    if sharding is None or not any(sharding.spec):
+      return x
+    return jax.sharding.reshard(x, NamedSharding(mesh, P()))
+  return jax.tree.map(drop, tree)
+
+
+def _resharded(x, aval):
+  sharding = getattr(aval, 'sharding', None)
+  if sharding is None or sharding.mesh.empty:
+    return x
+  return jax.sharding.reshard(x, sharding)
+
+
 def _split(x, size, batch_split):
   """The batch split over 'data' ([N, ...] -> [size, N/size, ...]), else broadcast (None)."""
   return x.reshape((size, x.shape[0] // size) + x.shape[1:]) if batch_split else x
@@ -221,6 +239,7 @@ def _pmap_forward(mesh, spec: model.Spec, *, train: bool, layer: str | None):
                     devices=devices)
 
   def forward(params, images, rng):
+    params, images, rng = _unsharded((params, images, rng), mesh)
     out = mapped(operands(params), _split(images, size, batch_split), rng)
     # Over 'data' the devices hold consecutive slices of the batch; over 'model' every
     # device holds the whole (gathered) output.
@@ -230,25 +249,73 @@ def _pmap_forward(mesh, spec: model.Spec, *, train: bool, layer: str | None):
 
 
 def _pmap_loss(mesh, spec: model.Spec, global_batch: int):
+  """The loss under pmap, differentiated inside the pmap (the classic pmap pattern).
+
+  JAX 0.10 cannot transpose a pmap inside a jit whose values carry the ('data', 'model')
+  mesh's explicit shardings (cotangent types differ in sharding only), so `jax.grad`
+  taken outside sees this function through a custom VJP whose backward pass scales the
+  gradients computed inside the pmap. Per device the gradient is of its share of the
+  loss: its examples' sum / global batch over 'data'; over 'model', where every device
+  computes the whole loss, 1/size of it (all_gather's transpose adds the shares of the
+  columns' devices). Shares of broadcast (replicated) parameters are added outside.
+  """
   axis, size, devices, operands, param_axes, placement, batch_split = _pmap_plan(mesh, spec)
   batch_axis = 0 if batch_split else None
+  share = 1.0 if batch_split else 1.0 / size
 
-  def per_device(params, images, labels, rng):
+  def per_device_sums(params, images, labels, rng):
     logits = model.forward(params, images, spec, train=True, rng=rng,
                            placement=placement(images.shape[0]))
     ce, top1, top5 = cross_entropy_and_errors(logits, labels)
-    return jnp.stack([ce.sum(), top1.sum(), top5.sum()]) / global_batch
+    return jnp.stack([ce.sum(), top1.sum(), top5.sum()]) * (share / global_batch)
+
+  def per_device(params, images, labels, rng):
+    def loss_share(p):
+      sums = per_device_sums(p, images, labels, rng)
+      return sums[0], sums
+
+    (_, sums), grads = jax.value_and_grad(loss_share, has_aux=True)(params)
+    return grads, sums
 
   mapped = jax.pmap(per_device, axis_name=axis,
                     in_axes=(param_axes, batch_axis, batch_axis, None), devices=devices)
 
+  def run(params, images, labels, rng):
+    types = jax.tree.map(jax.typeof, params)
+    replicated_type = jax.typeof(rng)  # The caller's replicated sharding (or none).
+    params, images, labels, rng = _unsharded((params, images, labels, rng), mesh)
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ())):
+      # Outside the caller's jax.set_mesh: pmap brings its own one-axis mesh.
+      grads, sums = mapped(operands(params), _split(images, size, batch_split),
+                           _split(labels, size, batch_split), rng)
+      # Split leaves come back with the device axis first; broadcast ones as one share
+      # per device, added.
+      axes = param_axes if param_axes is not None else jax.tree.map(lambda _: None, params)
+      grads = jax.tree.map(lambda g, a, t: g.sum(axis=0) if a is None else g.reshape(t.shape),
+                           grads, axes, types, is_leaf=lambda x: x is None)
+      sums = sums.sum(axis=0)
+    # Back to the parameters' own shardings (a custom VJP's cotangents must match them).
+    grads = jax.tree.map(_resharded, grads, types)
+    return _resharded(sums, replicated_type), grads
+
+  @jax.custom_vjp
+  def mean_sums(params, images, labels, rng):
+    return run(params, images, labels, rng)[0]
+
+  def mean_sums_fwd(params, images, labels, rng):
+    sums, grads = run(params, images, labels, rng)
+    return sums, (grads, images)
+
+  def mean_sums_bwd(residuals, g):
+    grads, images = residuals
+    # Only the loss (sums[0]) is differentiable; the error rates are step functions.
+    # The images' gradient is not computed (training never asks for it).
+    return (jax.tree.map(lambda x: g[0] * x, grads), jnp.zeros_like(images), None, None)
+
+  mean_sums.defvjp(mean_sums_fwd, mean_sums_bwd)
+
   def loss(params, images, labels, rng):
-    sums = mapped(operands(params), _split(images, size, batch_split),
-                  _split(labels, size, batch_split), rng)
-    # Over 'data': each device's share of the global mean, added. Over 'model': every
-    # device computed the same whole-batch loss; the mean also splits the cotangent
-    # evenly, and all_gather's transpose adds the halves back on each column's device.
-    sums = sums.sum(axis=0) if batch_split else sums.mean(axis=0)
+    sums = mean_sums(params, images, labels, rng)
     return sums[0], {'top1_error': sums[1], 'top5_error': sums[2]}
 
   return loss

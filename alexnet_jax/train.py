@@ -85,8 +85,8 @@ def init_state(config, mesh, spec: model.Spec, tx: optax.GradientTransformation)
           'step': jax.device_put(jnp.zeros([], jnp.int32), replicated)}
 
 
-def make_train_step(mesh, spec: model.Spec, tx, batch_size: int):
-  loss_fn = parallel.sharded_loss(mesh, spec, batch_size)
+def make_train_step(mesh, spec: model.Spec, tx, batch_size: int, mapper: str = 'shard_map'):
+  loss_fn = parallel.sharded_loss(mesh, spec, batch_size, mapper=mapper)
 
   def train_step(state, images, labels):
     rng = jax.random.fold_in(state['rng'], state['step'])
@@ -224,7 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  '%s mesh.', config.data.source, info.num_train, info.num_eval, info.num_classes,
                  total_steps - start, config.batch_size, steps_per_epoch, dict(mesh.shape))
 
-    train_step = make_train_step(mesh, spec, tx, config.batch_size)
+    train_step = make_train_step(mesh, spec, tx, config.batch_size, config.mesh.mapper)
     batches = device_batches(input_pipeline.train_batches(
         config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
         process_index=jax.process_index(), process_count=jax.process_count()),

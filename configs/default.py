@@ -54,6 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1
   config.mesh.model = 1
+  # 'shard_map' runs every layout; 'pmap' (jax.pmap over the one axis larger than 1) runs
+  # the paper's two columns on 2 devices (data=1, model=2) or pure data parallelism
+  # (model=1), not both at once (alexnet_jax.parallel).
+  config.mesh.mapper = 'shard_map'
 
   # Learning (Sec. 5).
   config.batch_size = 128  # Sec. 5: batch size 128 (global, on any layout).

@@ -4,6 +4,8 @@ step:  the jitted train step as training runs it (default config, synthetic inpu
        devices): compile time, median step time, images/s, FLOPs and FLOP/s beside a
        large float32 matmul's FLOP/s. --torch adds PyTorch eager's step, same process.
 input: the training input pipeline over generated 500x375 and 256x256 JPEGs.
+pipeline: the train step fed by that pipeline (generated 256x256 JPEGs), beside the
+       synthetic-input step of the same run.
 
   python -m alexnet_jax.bench --mode=step --batch_size=32 --steps=10 --torch --json=step.json
 """
@@ -19,7 +21,7 @@ import sys
 def _parse(argv):
   parser = argparse.ArgumentParser(prog='python -m alexnet_jax.bench', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--mode', choices=('step', 'input', 'all'), default='step')
+  parser.add_argument('--mode', choices=('step', 'input', 'pipeline', 'all'), default='step')
   parser.add_argument('--batch_size', type=int, default=32)
   parser.add_argument('--steps', type=int, default=10, help='timed steps (after 2 warm-up)')
   parser.add_argument('--mesh_data', type=int, default=1)
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
          'batch_size': args.batch_size,
          'mesh': {'data': args.mesh_data, 'model': args.mesh_model}, 'dtype': args.dtype}
 
-  if args.mode in ('step', 'all'):
+  if args.mode in ('step', 'pipeline', 'all'):
     from alexnet_jax.bench import step
     out['step'] = step.run(config, batch_size=args.batch_size, steps=args.steps,
                            mesh_data=args.mesh_data, mesh_model=args.mesh_model,
@@ -130,6 +132,15 @@ def main(argv=None) -> int:
                                                      steps=args.steps)
         out['jax_over_torch'] = out['step']['images_per_s'] / torch_r['images_per_s']
     _print_step(out['step'], torch_r)
+
+  if args.mode in ('pipeline', 'all'):
+    from alexnet_jax.bench import step
+    p = out['pipeline'] = step.run_pipeline(config, batch_size=args.batch_size, steps=args.steps,
+                                            mesh_data=args.mesh_data, mesh_model=args.mesh_model)
+    print('\n== train step fed by the input pipeline ==')
+    print(f"{p['source']}: step median {p['step_median_s'] * 1e3:,.1f} ms = "
+          f"{p['images_per_s']:.1f} images/s (synthetic input, same run: "
+          f"{out['step']['images_per_s']:.1f} images/s)")
 
   if args.mode in ('input', 'all'):
     out['input'] = _run_input(config, args)

@@ -162,3 +162,55 @@ def run(config, *, batch_size: int, steps: int, mesh_data: int = 1, mesh_model: 
   result.update(matmul_flops_per_s(matmul_n))
   result['achieved_over_matmul'] = result['achieved_flops_per_s'] / result['matmul_flops_per_s']
   return result
+
+
+def run_pipeline(config, *, batch_size: int, steps: int, mesh_data: int = 1,
+                 mesh_model: int = 1, jpeg_size: tuple[int, int] = (256, 256),
+                 num_images: int = 256) -> dict:
+  """The same train step fed by the training input pipeline, not synthetic arrays.
+
+  Generated JPEGs (bench.input.write_jpegs) in a 'folder' source go through the whole
+  training pipeline (decode, crops, reflections, lighting) and `train.device_batches`,
+  as in training; each timed step includes waiting for its batch. Compile time is not
+  timed. Compare `images_per_s` with `run`'s synthetic-input figure from the same run.
+  """
+  import gc
+  import os
+  import tempfile
+
+  from alexnet_jax import input_pipeline, train
+  from alexnet_jax.bench import input as input_bench
+
+  config = config.copy_and_resolve_references()
+  mesh = parallel.make_mesh(mesh_data, mesh_model)
+  step_fn, state = make_train_step(config, mesh, batch_size)
+  with tempfile.TemporaryDirectory() as tmp:
+    input_bench.write_jpegs(os.path.join(tmp, 'images'), jpeg_size=jpeg_size,
+                            num_images=num_images)
+    data_cfg = config.data
+    data_cfg.source = 'folder'
+    data_cfg.folder = os.path.join(tmp, 'images')
+    data_cfg.data_dir = os.path.join(tmp, 'data_dir')
+    data_cfg.stats_file = None
+    batches = train.device_batches(
+        input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0),
+        mesh, depth=data_cfg.prefetch_batches)
+    for _ in range(WARMUP_STEPS):  # The first compiles.
+      batch = next(batches)
+      state, metrics = step_fn(state, batch['images'], batch['labels'])
+      jax.block_until_ready(state)
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      batch = next(batches)
+      state, metrics = step_fn(state, batch['images'], batch['labels'])
+      jax.block_until_ready(state)
+      times.append(time.perf_counter() - start)
+    del batches  # Stops the prefetching threads before their files are deleted.
+    gc.collect()
+  median = statistics.median(times)
+  return {'source': f'folder of {num_images} generated {jpeg_size[0]}x{jpeg_size[1]} JPEGs',
+          'batch_size': batch_size, 'dtype': config.model.dtype, 'steps': steps,
+          'step_median_s': median, 'step_min_s': min(times), 'step_max_s': max(times),
+          'step_times_s': times, 'images_per_s': batch_size / median,
+          'final_loss': float(metrics['loss'])}
