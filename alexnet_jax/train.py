@@ -18,8 +18,6 @@ import os
 import signal
 import tempfile
 import threading
-import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -231,7 +229,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         mesh, config.data.prefetch_batches)
     throughput = metrics.Throughput(total_steps, config.batch_size)
     pending, losses = [], []
-    summary: dict[str, Any] = {}
     step = start
     with _Preemption() as preemption:
       while step < total_steps:

@@ -112,7 +112,6 @@ def _grouped_reference(params, images, cfg):
   """The two-column net written the usual one-tower way: grouped convolutions
   (feature_group_count=2) where a layer reads its own column, with the columns' kernels
   concatenated; LRN by explicit shifted sums within each group."""
-  s = model.Spec.from_config(cfg)
 
   def cat(name):  # [2, ..., out] -> [..., 2 * out], column 0's outputs first.
     k = params[name]['kernel']

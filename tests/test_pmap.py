@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 
-import alexnet_jax
 from alexnet_jax import model, parallel
 from tests.test_parallel import _mesh, case  # pylint: disable=unused-import (a fixture)
 
