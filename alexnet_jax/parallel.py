@@ -119,6 +119,14 @@ def cross_entropy_and_errors(logits, labels):
   return ce, (rank >= 1).astype(jnp.float32), (rank >= 5).astype(jnp.float32)
 
 
+def _loss_sums(params, images, labels, rng, spec, placement, global_batch):
+  """This device's [cross-entropy, top-1 errors, top-5 errors] summed over its examples,
+  divided by the global batch size: its share of the global-batch means."""
+  logits = model.forward(params, images, spec, train=True, rng=rng, placement=placement)
+  ce, top1, top5 = cross_entropy_and_errors(logits, labels)
+  return jnp.stack([ce.sum(), top1.sum(), top5.sum()]) / global_batch
+
+
 def sharded_loss(mesh, spec: model.Spec, global_batch: int, mapper: str = 'shard_map'):
   """f(params, images, labels, rng) -> (mean cross-entropy, {'top1_error', 'top5_error'}).
 
@@ -129,10 +137,8 @@ def sharded_loss(mesh, spec: model.Spec, global_batch: int, mapper: str = 'shard
     return _pmap_loss(mesh, spec, global_batch)
 
   def per_device(params, images, labels, rng):
-    logits = model.forward(params, images, spec, train=True, rng=rng,
-                           placement=_placement(mesh, spec, images.shape[0]))
-    ce, top1, top5 = cross_entropy_and_errors(logits, labels)
-    sums = jnp.stack([ce.sum(), top1.sum(), top5.sum()]) / global_batch
+    sums = _loss_sums(params, images, labels, rng, spec,
+                      _placement(mesh, spec, images.shape[0]), global_batch)
     sums = jax.lax.pmean(jax.lax.psum(sums, 'data'), 'model')
     return sums[0], {'top1_error': sums[1], 'top5_error': sums[2]}
 
@@ -262,15 +268,10 @@ def _pmap_loss(mesh, spec: model.Spec, global_batch: int):
   batch_axis = 0 if batch_split else None
   share = 1.0 if batch_split else 1.0 / size
 
-  def per_device_sums(params, images, labels, rng):
-    logits = model.forward(params, images, spec, train=True, rng=rng,
-                           placement=placement(images.shape[0]))
-    ce, top1, top5 = cross_entropy_and_errors(logits, labels)
-    return jnp.stack([ce.sum(), top1.sum(), top5.sum()]) * (share / global_batch)
-
   def per_device(params, images, labels, rng):
     def loss_share(p):
-      sums = per_device_sums(p, images, labels, rng)
+      sums = share * _loss_sums(p, images, labels, rng, spec, placement(images.shape[0]),
+                                global_batch)
       return sums[0], sums
 
     (_, sums), grads = jax.value_and_grad(loss_share, has_aux=True)(params)

@@ -169,8 +169,9 @@ def _meta(config, step: int, steps_per_epoch: int) -> dict:
           'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}'}
 
 
-def evaluate_views(params, config, mesh, views, step: int, workdir: str, writer) -> dict:
-  """Runs each view scheme, writes DIR/eval.json, and logs the errors."""
+def evaluate_views(params, config, mesh, views, step: int, workdir: str, writer, *,
+                   final: bool = True) -> dict:
+  """Runs each view scheme and logs the errors; `final` results also go to DIR/eval.json."""
   results = {'step': step}
   for v in views:
     results[v] = evaluate.evaluate(params, config, mesh, v)
@@ -178,7 +179,7 @@ def evaluate_views(params, config, mesh, views, step: int, workdir: str, writer)
                  results[v]['top1_error'], results[v]['top5_error'], results[v]['examples'])
     writer.write(step, {f'val_{v}_top1_error': results[v]['top1_error'],
                         f'val_{v}_top5_error': results[v]['top5_error']})
-  if jax.process_index() == 0:
+  if final and jax.process_index() == 0:
     results['devices'] = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
     with open(os.path.join(workdir, 'eval.json'), 'w') as f:
       json.dump(results, f, indent=2)
@@ -263,11 +264,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
         epoch_done = step % steps_per_epoch == 0
         if epoch_done and (step // steps_per_epoch) % config.eval_every_epochs == 0 and step < total_steps:
-          val = evaluate.evaluate(state['params'], config, mesh, 'center')
-          writer.write(step, {'val_center_top1_error': val['top1_error'],
-                              'val_center_top5_error': val['top5_error']})
-          logging.info('epoch %d: validation top-1 error %.4f, top-5 error %.4f',
-                       step // steps_per_epoch, val['top1_error'], val['top5_error'])
+          val = evaluate_views(state['params'], config, mesh, ('center',), step, workdir,
+                               writer, final=False)['center']
           opt_state, decayed = optim.plateau_update_from_config(config.optim, state['opt_state'],
                                                                 val['top1_error'])
           state = {**state, 'opt_state': opt_state}
