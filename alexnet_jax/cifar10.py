@@ -28,6 +28,8 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 
+from alexnet_jax import evaluate
+
 FIGURE_SIZE = (6, 4.5)  # Inches; at DPI 100 the PNG is 600x450 pixels.
 DPI = 100
 
@@ -73,8 +75,8 @@ def apply(params, images, *, activation: str, pool_window: int, pool_stride: int
 
 
 def count_errors(logits, labels) -> jax.Array:
-  """How many examples' most probable class is not their label."""
-  return jnp.sum(jnp.argmax(logits, axis=-1) != labels)
+  """Top-1 errors by evaluate.error_counts' rule: ties and non-finite rows are wrong."""
+  return evaluate.error_counts(logits, labels, jnp.ones(labels.shape, bool))[0]
 
 
 def make_train_step(config, activation: str, tx):

@@ -20,13 +20,21 @@ from alexnet_jax import input_pipeline, metrics, model, parallel
 
 
 def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
-  """[top-1 errors, top-5 errors, examples] among the unmasked rows."""
+  """[top-1 errors, top-5 errors, examples] among the unmasked rows.
+
+  probs: [N, classes] probabilities, or any score that orders the classes the same way
+  (logits). Ties count against the model, and so does a row with any NaN or Inf: a
+  diverged model must not score as a perfect one.
+  """
+  num_classes = probs.shape[-1]
   # A one-hot product rather than a gather: elementwise, so it needs no resharding of the
   # batch-sharded arrays.
-  true_prob = jnp.sum(probs * jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype),
+  true_prob = jnp.sum(probs * jax.nn.one_hot(labels, num_classes, dtype=probs.dtype),
                       axis=-1, keepdims=True)
   # Ties count against the model: rank = classes scoring at least as high, less itself.
   rank = jnp.sum(probs >= true_prob, axis=-1) - 1
+  # NaN compares false with everything, which would give rank -1 (right); Inf may tie or win.
+  rank = jnp.where(jnp.all(jnp.isfinite(probs), axis=-1), rank, num_classes)
   m = mask.astype(jnp.float32)
   return jnp.stack([jnp.sum(m * (rank >= 1)), jnp.sum(m * (rank >= 5)), jnp.sum(m)])
 

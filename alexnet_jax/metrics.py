@@ -34,6 +34,36 @@ class Writer:
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('No TensorBoard events (%s); metrics.jsonl is still written.', e)
 
+  def drop_after(self, step: int) -> None:
+    """Removes the rows logged after `step` (a resumed run's checkpoint) from metrics.jsonl.
+
+    A run that crashed after its last checkpoint logged steps it will now train again;
+    keeping those rows would list (and plot) them twice. A torn last line from the crash
+    is dropped too. The file is replaced in one rename, so a second crash leaves either
+    the old or the new file. TensorBoard's event files are not rewritten.
+    """
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    kept, dropped = [], 0
+    with open(self.path) as f:
+      for line in f:
+        try:
+          keep = json.loads(line)['step'] <= step
+        except (ValueError, KeyError, TypeError):
+          keep = False
+        if keep:
+          kept.append(line if line.endswith('\n') else line + '\n')
+        elif line.strip():
+          dropped += 1
+    if not dropped:
+      return
+    tmp = f'{self.path}.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+    logging.info('Dropped %d rows after step %d from %s: they are trained again.', dropped, step,
+                 self.path)
+
   def write(self, step: int, metrics: dict) -> None:
     if not self.enabled:
       return
