@@ -452,6 +452,8 @@ def validate_images(images, spec: Spec) -> None:
                      f'got {shape[1]}x{shape[2]}.')
   if shape[3] != 3:
     raise ValueError(f'images must have 3 (RGB) channels, got {shape[3]}.')
+  if shape[0] == 0:  # Flattening before fc6, reshape(0, -1), cannot infer its second size.
+    raise ValueError('images is an empty batch (0 images): pass at least one image.')
   if not jnp.issubdtype(images.dtype, jnp.floating):
     raise ValueError(f'images must be floating point (mean-subtracted RGB), got {images.dtype}.')
 

@@ -229,9 +229,11 @@ def plateau_update(opt_state,
   best = float(np.asarray(old.best))
   num_bad = int(np.asarray(old.num_bad))
   num_decays = int(np.asarray(old.num_decays))
-  val_error = float(val_error)
-  if math.isnan(val_error):
+  if math.isnan(float(val_error)):
     raise ValueError('plateau_update got a NaN validation error; check the evaluation.')
+  # Rounded to the stored best's precision (float32) before comparing: a float64 0.8 is
+  # below float32(0.8), so an equal error would count as an improvement every time.
+  val_error = float(np.asarray(val_error, dtype=old.best.dtype))
 
   if val_error < best - min_delta:
     best, num_bad = val_error, 0

@@ -246,6 +246,16 @@ def test_bad_input_is_a_clear_error():
     alexnet_jax.init_params(jax.random.key(0), small_config(columns=3))
 
 
+@pytest.mark.parametrize('layer', [None, 'fc7'])
+def test_empty_batch_is_a_clear_error(layer):
+  cfg = small_config()
+  params = alexnet_jax.init_params(jax.random.key(0), cfg)
+  with pytest.raises(ValueError) as info:
+    alexnet_jax.apply(params, jnp.zeros((0, 224, 224, 3)), cfg, layer=layer)
+  message = str(info.value)
+  assert '\n' not in message and 'empty' in message and '0 images' in message
+
+
 def test_hand_written_gradients_match_autodiff():
   # max_pool and local_response_norm carry their own VJPs (faster on XLA:CPU); autodiff of
   # the plain formulas is the independent reference.

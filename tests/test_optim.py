@@ -184,6 +184,23 @@ def test_plateau_decays_after_patience_at_most_max_decays():
   assert same is opt_state and not decayed
 
 
+@pytest.mark.parametrize('error', [0.8, 0.1, 1 / 3])
+def test_plateau_equal_errors_are_not_improvements(error):
+  # float32(0.8) = 0.800000011920929 > 0.8: a float64 0.8 compared with the stored float32
+  # best would "improve" every time, and the rate would never drop.
+  cfg = default.get_config().optim
+  cfg.schedule, cfg.plateau_patience, cfg.max_decays, cfg.plateau_min_delta = 'plateau', 3, 2, 0.0
+  opt_state = optim.make_optimizer(cfg, steps_per_epoch=5).init(small_params())
+  got = []
+  for _ in range(1 + 3):  # A first evaluation, then `patience` equal ones.
+    opt_state, decayed = optim.plateau_update_from_config(cfg, opt_state, error)
+    got.append(decayed)
+  assert got == [False, False, False, True]
+  state = optim.plateau_state(opt_state)
+  assert float(state.scale) == pytest.approx(cfg.decay_factor, rel=1e-6)
+  assert float(state.best) == np.float32(error) and int(state.num_bad) == 0
+
+
 def test_plateau_changes_the_learning_rate_of_the_update():
   cfg = default.get_config().optim
   cfg.schedule, cfg.learning_rate, cfg.plateau_patience = 'plateau', 0.1, 1
