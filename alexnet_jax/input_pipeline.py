@@ -91,6 +91,39 @@ class Stats:
   original_eigvec: np.ndarray  # [3, 3] their eigenvectors as columns.
 
 
+# ---------------------------------------------------------------------- dataset identity
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetIdentity:
+  """Which data a derived file (statistics, prepared copy) was made from.
+
+  A TFDS dataset is its builder's full name (name/config/version) and split. A folder is
+  the split folder's absolute path plus a fingerprint of its image files (relative paths
+  and sizes): a folder that gains, loses or changes files is another dataset.
+  """
+  source: str
+  location: str  # TFDS full name, or the folder's absolute path.
+  split: str
+  fingerprint: str = ''  # Folder only.
+  num_files: int = 0  # Folder only: for messages.
+
+  def describe(self) -> str:
+    if self.source != 'folder':
+      return f'{self.location} split {self.split!r}'
+    return f'folder {self.location} split {self.split!r} ({self.num_files} files)'
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str | None) -> 'DatasetIdentity | None':
+    try:
+      return cls(**json.loads(text))
+    except (TypeError, ValueError):  # Written before identities were recorded.
+      return None
+
+
 # ----------------------------------------------------------------------------- locations
 
 
@@ -98,23 +131,36 @@ def _data_dir(data_cfg) -> str:
   return data_cfg.data_dir or tfds.core.constants.DATA_DIR
 
 
+def _location_key(data_cfg) -> str:
+  """A file-name-safe name of the configured dataset: `<tfds name>-<version>`, or
+  `folder-<basename>-<hash of its absolute path>` (so two folders never share files)."""
+  if data_cfg.source == 'folder':
+    folder = os.path.abspath(data_cfg.folder or '')
+    digest = hashlib.sha1(folder.encode()).hexdigest()[:10]
+    return f'folder-{os.path.basename(folder.rstrip(os.sep)) or "root"}-{digest}'
+  return _tfds_builder(data_cfg).info.full_name.replace('/', '-')
+
+
 def stats_path(data_cfg) -> str:
-  """`config.data.stats_file`, or <data_dir>/alexnet_jax_stats/<source>.npz."""
+  """`config.data.stats_file`, or <data_dir>/alexnet_jax_stats/<dataset>-<train split>.npz."""
   if data_cfg.stats_file:
     return data_cfg.stats_file
-  return os.path.join(_data_dir(data_cfg), 'alexnet_jax_stats', f'{data_cfg.source}.npz')
+  return os.path.join(_data_dir(data_cfg), 'alexnet_jax_stats',
+                      f'{_location_key(data_cfg)}-{data_cfg.train_split}.npz')
 
 
 def prepared_dir(data_cfg) -> str:
-  """`config.data.prepared_dir`, or <data_dir>/alexnet_jax_prepared/<source>.
+  """`config.data.prepared_dir`, or <data_dir>/alexnet_jax_prepared/<dataset>.
 
+  <dataset> is `<tfds name>-<version>` or `folder-<basename>-<hash of its path>`.
   `python -m alexnet_jax.prepare` writes <prepared_dir>/<split>/*.tfrecord and, last,
-  <prepared_dir>/<split>/info.json; a split is read from there once info.json exists
-  (and `config.data.use_prepared` is True).
+  <prepared_dir>/<split>/info.json with the identity of the data it was made from. A split
+  is read from there (while `config.data.use_prepared` is True) only if that identity is
+  the configured dataset's; otherwise the run stops and says to prepare it again.
   """
   if data_cfg.prepared_dir:
     return data_cfg.prepared_dir
-  return os.path.join(_data_dir(data_cfg), 'alexnet_jax_prepared', data_cfg.source)
+  return os.path.join(_data_dir(data_cfg), 'alexnet_jax_prepared', _location_key(data_cfg))
 
 
 # ------------------------------------------------------------------------------- sources
@@ -125,26 +171,61 @@ def _even_share(n: int, process_index: int, process_count: int) -> tuple[int, in
   return n * process_index // process_count, n * (process_index + 1) // process_count
 
 
+def _epoch_seed(seed: int, epoch) -> tf.Tensor:
+  return tf.stack([tf.constant(seed, tf.int64) * 1_000_003, tf.cast(epoch, tf.int64)])
+
+
 class _Source:
-  """Undecoded examples of one dataset: `records` yields (encoded image, int64 label)."""
+  """Undecoded examples of one dataset.
+
+  `records` yields (encoded image, int64 label) in a fixed order; `epoch_records` yields
+  one training epoch of (example index, payload, label) in shuffled order, where `load`
+  turns a payload of `split` into the encoded image (a file read for folders), so that
+  resuming skips examples before reading them.
+  """
 
   class_names: list[str]
+
+  def identity(self, split: str) -> DatasetIdentity:
+    raise NotImplementedError
 
   def num_examples(self, split: str) -> int:
     raise NotImplementedError
 
-  def records(self, split: str, process_index: int, process_count: int) -> tf.data.Dataset:
+  def records(self, split: str, process_index: int, process_count: int,
+              order_seed: int | None = None) -> tf.data.Dataset:
+    """`order_seed` asks for a uniformly random order of the whole split; sources stored
+    in a random order already (TFDS shuffles when it writes, `prepare` writes shuffled)
+    ignore it."""
     raise NotImplementedError
+
+  def epoch_records(self, split, process_index, process_count, *, seed, epoch, buffer):
+    """Stored order, then a shuffle buffer reseeded each epoch."""
+    ds = self.records(split, process_index, process_count).enumerate()
+    # The index folds the process in, so shares of different processes never share seeds.
+    ds = ds.map(lambda i, r: (i * process_count + process_index, r[0], r[1]))
+    return ds.shuffle(buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+
+  def load(self, split: str, payload: tf.Tensor) -> tf.Tensor:
+    del split
+    return payload
 
 
 class _TfdsSource(_Source):
-  """A TFDS builder with 'image' and 'label' features."""
+  """A TFDS builder with 'image' and 'label' features, built on first use."""
 
-  def __init__(self, builder):
-    self._builder = builder
+  def __init__(self, data_cfg, builder, prepare):
+    self._source = data_cfg.source
+    self._builder, self._prepare = builder, prepare
     self.class_names = list(builder.info.features['label'].names)
 
+  def identity(self, split):
+    return DatasetIdentity(self._source, self._builder.info.full_name, split)
+
   def _as_dataset(self, split):
+    if self._prepare is not None:
+      self._prepare()
+      self._prepare = None
     return self._builder.as_dataset(
         split=split, shuffle_files=False,
         decoders={'image': tfds.decode.SkipDecoding()},
@@ -159,7 +240,8 @@ class _TfdsSource(_Source):
       n = int(self._as_dataset(split).cardinality())
     return n
 
-  def records(self, split, process_index, process_count):
+  def records(self, split, process_index, process_count, order_seed=None):
+    del order_seed  # TFDS wrote the examples shuffled.
     share = tfds.split_for_jax_process(
         split, process_index=process_index, process_count=process_count)
     return self._as_dataset(share).map(
@@ -167,7 +249,13 @@ class _TfdsSource(_Source):
 
 
 class _FolderSource(_Source):
-  """<root>/<split>/<class>/<image>; classes from the train split's sub-folders."""
+  """<root>/<split>/<class>/<image>; classes from the train split's sub-folders.
+
+  The files are listed in sorted order; a seeded permutation of that list, the same on
+  every process, is cut into the process shares, so every share and every batch spans all
+  classes. Each epoch then permutes the share anew: a full shuffle of file names, which
+  costs no more than reading them in order.
+  """
 
   def __init__(self, data_cfg):
     if not data_cfg.folder or not os.path.isdir(data_cfg.folder):
@@ -177,7 +265,10 @@ class _FolderSource(_Source):
     train_dir = self._split_dir(data_cfg.train_split)
     self.class_names = sorted(
         d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    self._listings = {}
     self._files = {}
+    self.skipped = {}
+    self._listing(data_cfg.train_split)  # Empty class folders fail here, at once.
 
   def _split_dir(self, split):
     for name in (split, 'val') if split == 'validation' else (split,):
@@ -186,10 +277,10 @@ class _FolderSource(_Source):
         return path
     raise ValueError(f'No folder {os.path.join(self._cfg.folder, split)} (split {split!r}).')
 
-  def _labelled_files(self, split):
-    """Sorted (path, label) of a split, bad files checked once and cached."""
-    if split in self._files:
-      return self._files[split]
+  def _listing(self, split):
+    """Sorted (path, size, label) of a split's image files."""
+    if split in self._listings:
+      return self._listings[split]
     split_dir = self._split_dir(split)
     class_index = {name: i for i, name in enumerate(self.class_names)}
     files = []
@@ -197,15 +288,35 @@ class _FolderSource(_Source):
       class_dir = os.path.join(split_dir, class_name)
       if not os.path.isdir(class_dir):
         continue
-      for name in sorted(os.listdir(class_dir)):
-        if not name.lower().endswith(_IMAGE_EXTENSIONS):
-          continue
+      names = sorted(n for n in os.listdir(class_dir) if n.lower().endswith(_IMAGE_EXTENSIONS))
+      if not names and split == self._cfg.train_split:
+        # It would be a class no example can teach (torchvision's ImageFolder refuses too).
+        raise BadImageError(
+            f'Class folder {class_dir} has no image files ({", ".join(_IMAGE_EXTENSIONS)}); '
+            'add images or remove the folder.')
+      for name in names:
         path = os.path.join(class_dir, name)
         if class_name not in class_index:
           raise BadImageError(
               f'{path}: class {class_name!r} is not one of the {len(class_index)} classes '
               f'of the train split (label outside the class range).')
-        files.append((path, class_index[class_name]))
+        files.append((path, os.stat(path).st_size, class_index[class_name]))
+    self._listings[split] = files
+    return files
+
+  def identity(self, split):
+    split_dir = self._split_dir(split)
+    digest = hashlib.sha1()
+    for path, size, _ in self._listing(split):
+      digest.update(f'{os.path.relpath(path, split_dir)}\0{size}\n'.encode())
+    return DatasetIdentity('folder', os.path.abspath(split_dir), split, digest.hexdigest(),
+                           len(self._listing(split)))
+
+  def _labelled_files(self, split):
+    """Sorted (path, label) of a split, bad files checked once and cached."""
+    if split in self._files:
+      return self._files[split]
+    files = [(p, l) for p, _, l in self._listing(split)]
     bad = self._undecodable([p for p, _ in files])
     if bad and not self._cfg.skip_bad_files:
       raise BadImageError(
@@ -213,11 +324,10 @@ class _FolderSource(_Source):
                                                   len(bad) > 1 else '') +
           '; remove it or set config.data.skip_bad_files=True.')
     if bad:
-      logging.warning('Skipped %d undecodable files in %s: %s', len(bad), split_dir,
+      logging.warning('Skipped %d undecodable files in %s: %s', len(bad), self._split_dir(split),
                       ', '.join(bad[:20]))
     bad = set(bad)
     self._files[split] = [(p, l) for p, l in files if p not in bad]
-    self.skipped = getattr(self, 'skipped', {})
     self.skipped[split] = sorted(bad)
     return self._files[split]
 
@@ -249,36 +359,60 @@ class _FolderSource(_Source):
   def num_examples(self, split):
     return len(self._labelled_files(split))
 
-  def records(self, split, process_index, process_count):
+  def _share(self, split, process_index, process_count, order_seed):
+    """(index in the sorted list, path, label) of this process's share, as tensors."""
     files = self._labelled_files(split)
+    order = np.arange(len(files))
+    if order_seed is not None:
+      order = np.random.default_rng(order_seed).permutation(len(files))
     start, end = _even_share(len(files), process_index, process_count)
-    files = files[start:end]
-    paths = tf.constant([p for p, _ in files] or [''], tf.string)[:len(files)]
-    labels = tf.constant([l for _, l in files] or [0], tf.int64)[:len(files)]
+    order = order[start:end]
+    # `[x] or [...]`, then slicing back: tf.constant cannot infer the type of [].
+    index = tf.constant(order if len(order) else [0], tf.int64)[:len(order)]
+    paths = tf.constant([files[i][0] for i in order] or [''], tf.string)[:len(order)]
+    labels = tf.constant([files[i][1] for i in order] or [0], tf.int64)[:len(order)]
+    return index, paths, labels
+
+  def records(self, split, process_index, process_count, order_seed=None):
+    _, paths, labels = self._share(split, process_index, process_count, order_seed)
     return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
         lambda p, l: (tf.io.read_file(p), l))
+
+  def epoch_records(self, split, process_index, process_count, *, seed, epoch, buffer):
+    del buffer  # A full permutation of the share each epoch.
+    index, paths, labels = self._share(split, process_index, process_count, seed)
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(tf.size(index, out_type=tf.int64)), seed=_epoch_seed(seed, epoch))
+    # The index in the sorted list names the example on any number of processes.
+    return tf.data.Dataset.from_tensor_slices(order).map(
+        lambda j: (index[j], paths[j], labels[j]))
+
+  def load(self, split, payload):
+    del split
+    return tf.io.read_file(payload)
 
 
 class _PreparedSource(_Source):
   """The 256x256 TFRecord copy written by `alexnet_jax.prepare` (one split per folder)."""
 
-  def __init__(self, root, splits, fallback):
-    self._root, self._splits, self._fallback = root, splits, fallback
-    self._info = {}
-    for s in splits:
-      with open(os.path.join(root, s, 'info.json')) as f:
-        self._info[s] = json.load(f)
-    self.class_names = (fallback.class_names if fallback else
-                        self._info[splits[0]]['class_names'])
+  def __init__(self, root, info, fallback):
+    self._root, self._info, self._fallback = root, info, fallback
+    first = next(iter(info.values()))
+    self.class_names = fallback.class_names if fallback else first['class_names']
+
+  def identity(self, split):
+    if split not in self._info:
+      return self._fallback.identity(split)
+    return DatasetIdentity.from_json(self._info[split]['dataset'])
 
   def num_examples(self, split):
     if split not in self._info:
       return self._fallback.num_examples(split)
     return self._info[split]['num_examples']
 
-  def records(self, split, process_index, process_count):
+  def records(self, split, process_index, process_count, order_seed=None):
     if split not in self._info:
-      return self._fallback.records(split, process_index, process_count)
+      return self._fallback.records(split, process_index, process_count, order_seed)
     files = sorted(tf.io.gfile.glob(os.path.join(self._root, split, '*.tfrecord')))
     start, end = _even_share(self.num_examples(split), process_index, process_count)
     ds = tf.data.TFRecordDataset(files).skip(start).take(end - start)
@@ -287,64 +421,136 @@ class _PreparedSource(_Source):
     return ds.map(lambda r: (lambda ex: (ex['image'], ex['label']))(
         tf.io.parse_single_example(r, spec)))
 
+  def epoch_records(self, split, process_index, process_count, **kw):
+    if split not in self._info:
+      return self._fallback.epoch_records(split, process_index, process_count, **kw)
+    return super().epoch_records(split, process_index, process_count, **kw)
 
-def _imagenet2012_builder(data_cfg):
-  builder = tfds.builder('imagenet2012', data_dir=data_cfg.data_dir)
-  if not builder.is_prepared():
-    manual_dir = data_cfg.manual_dir or os.path.join(_data_dir(data_cfg), 'downloads',
-                                                     'manual')
-    needed = ['ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar']
-    missing = [f for f in needed if not os.path.exists(os.path.join(manual_dir, f))]
-    try:
-      # Tried even with files missing: under tfds.testing.mock_data it is a no-op.
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    except Exception:  # pylint: disable=broad-except
-      if not missing:
-        raise
-      # TFDS's own message is a multi-line traceback; say in one line what to do.
-      raise ManualDownloadError(
-          f"imagenet2012 needs {' and '.join(needed)} (from image-net.org) in {manual_dir}; "
-          f"missing {', '.join(missing)}. Put them there or point config.data.manual_dir "
-          'at the folder that holds them.') from None
-  return builder
+  def load(self, split, payload):
+    if split not in self._info:
+      return self._fallback.load(split, payload)
+    return payload
+
+
+def _tfds_builder(data_cfg):
+  """The TFDS builder of a TFDS source, not yet prepared (cheap: names and versions)."""
+  if data_cfg.source == 'demo':
+    from alexnet_jax import demo_dataset  # pylint: disable=g-import-not-at-top
+    return demo_dataset.DemoShapes(data_dir=data_cfg.data_dir)
+  if data_cfg.source in ('imagenet2012', 'imagenette'):
+    return tfds.builder(data_cfg.source, data_dir=data_cfg.data_dir)
+  raise ValueError(f'Unknown config.data.source {data_cfg.source!r}; expected '
+                   "'imagenet2012', 'imagenette', 'folder' or 'demo'.")
+
+
+def _prepare_imagenet2012(builder, data_cfg):
+  if builder.is_prepared():
+    return
+  manual_dir = data_cfg.manual_dir or os.path.join(_data_dir(data_cfg), 'downloads', 'manual')
+  needed = ['ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar']
+  missing = [f for f in needed if not os.path.exists(os.path.join(manual_dir, f))]
+  try:
+    # Tried even with files missing: under tfds.testing.mock_data it is a no-op.
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except Exception:  # pylint: disable=broad-except
+    if not missing:
+      raise
+    # TFDS's own message is a multi-line traceback; say in one line what to do.
+    raise ManualDownloadError(
+        f"imagenet2012 needs {' and '.join(needed)} (from image-net.org) in {manual_dir}; "
+        f"missing {', '.join(missing)}. Put them there or point config.data.manual_dir "
+        'at the folder that holds them.') from None
 
 
 def _base_source(data_cfg) -> _Source:
-  if data_cfg.source == 'imagenet2012':
-    return _TfdsSource(_imagenet2012_builder(data_cfg))
-  if data_cfg.source == 'imagenette':
-    builder = tfds.builder('imagenette', data_dir=data_cfg.data_dir)
-    builder.download_and_prepare()
-    return _TfdsSource(builder)
-  if data_cfg.source == 'demo':
-    from alexnet_jax import demo_dataset  # pylint: disable=g-import-not-at-top
-    builder = demo_dataset.DemoShapes(data_dir=data_cfg.data_dir)
-    builder.download_and_prepare()
-    return _TfdsSource(builder)
   if data_cfg.source == 'folder':
     return _FolderSource(data_cfg)
-  raise ValueError(f'Unknown config.data.source {data_cfg.source!r}; expected '
-                   "'imagenet2012', 'imagenette', 'folder' or 'demo'.")
+  builder = _tfds_builder(data_cfg)
+  if data_cfg.source == 'imagenet2012':
+    prepare = lambda: _prepare_imagenet2012(builder, data_cfg)
+  else:
+    prepare = builder.download_and_prepare
+  return _TfdsSource(data_cfg, builder, prepare)
+
+
+def _folder_signature(data_cfg) -> tuple:
+  """Modification times of the folder's split and class directories: they change when
+  files are added, removed or renamed, so a cached listing is not reused after that."""
+  if data_cfg.source != 'folder' or not data_cfg.folder or not os.path.isdir(data_cfg.folder):
+    return ()
+  signature = []
+  for entry in sorted(os.scandir(data_cfg.folder), key=lambda e: e.name):
+    if entry.is_dir():
+      signature.append((entry.name, entry.stat().st_mtime_ns))
+      signature += [(f'{entry.name}/{e.name}', e.stat().st_mtime_ns)
+                    for e in os.scandir(entry.path) if e.is_dir()]
+  return tuple(sorted(signature))
+
+
+def _read_prepared_info(root: str, split: str) -> dict | None:
+  path = os.path.join(root, split, 'info.json')
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _check_prepared(info: dict, current: DatasetIdentity, path: str) -> None:
+  """A prepared copy is read only if it was made from exactly the configured data."""
+  made_from = DatasetIdentity.from_json(info.get('dataset'))
+  if made_from == current:
+    return
+  if made_from is None:
+    was = 'data it does not record (written by an older version)'
+  elif (made_from.source, made_from.location) == (current.source, current.location):
+    was = (f'{made_from.num_files} files, and the folder now has {current.num_files} or '
+           'other files' if current.source == 'folder' else made_from.describe())
+  else:
+    was = made_from.describe()
+  raise ValueError(
+      f'The prepared copy {path} was made from {was}, not from {current.describe()}: run '
+      '`python -m alexnet_jax.prepare` with this config again, or set '
+      '--config.data.use_prepared=False.')
 
 
 _SOURCES = {}
 
 
 def get_source(data_cfg, use_prepared: bool | None = None) -> _Source:
-  """The source of `data_cfg`, reading the prepared 256x256 copy of any split that has one."""
+  """The source of `data_cfg`, reading the prepared copy of any split that has one.
+
+  A prepared copy of other data (another folder, a folder that changed since, another
+  TFDS version) stops the run with a one-line ValueError; it is never read.
+  """
   if use_prepared is None:
     use_prepared = data_cfg.get('use_prepared', True)
   root = prepared_dir(data_cfg)
-  splits = [s for s in (data_cfg.train_split, data_cfg.eval_split)
-            if use_prepared and os.path.exists(os.path.join(root, s, 'info.json'))]
+  splits = (data_cfg.train_split, data_cfg.eval_split)
   key = (data_cfg.source, data_cfg.data_dir, data_cfg.folder, data_cfg.manual_dir,
-         data_cfg.skip_bad_files, tuple(splits), root)
+         data_cfg.skip_bad_files, splits, root, use_prepared, _folder_signature(data_cfg))
   if key not in _SOURCES:
-    # Reading everything from the prepared copy spares building the original dataset.
-    all_prepared = set(splits) == {data_cfg.train_split, data_cfg.eval_split}
-    base = None if all_prepared else _base_source(data_cfg)
-    _SOURCES[key] = _PreparedSource(root, splits, base) if splits else base
+    prepared = {s: _read_prepared_info(root, s) for s in splits} if use_prepared else {}
+    prepared = {s: info for s, info in prepared.items() if info is not None}
+    folder_gone = data_cfg.source == 'folder' and not (
+        data_cfg.folder and os.path.isdir(data_cfg.folder))
+    if folder_gone and len(prepared) == len(splits):
+      # The originals were removed after `prepare`: the copy is all there is.
+      base = None
+      folder = os.path.abspath(data_cfg.folder or '')
+      for s, info in prepared.items():
+        made_from = DatasetIdentity.from_json(info.get('dataset'))
+        if made_from is None or (made_from.split, os.path.dirname(made_from.location)) != (s, folder):
+          raise ValueError(
+              f'The prepared copy {os.path.join(root, s)} was not made from split {s!r} of '
+              f'folder {folder}, which does not exist: set --config.data.folder to the images '
+              'it was made from, or --config.data.prepared_dir to their prepared copy.')
+      logging.info('Folder %s is gone: reading its prepared copy in %s.', data_cfg.folder, root)
+    else:
+      base = _base_source(data_cfg)
+      for s, info in prepared.items():
+        _check_prepared(info, base.identity(s), os.path.join(root, s))
+    _SOURCES[key] = _PreparedSource(root, prepared, base) if prepared else base
   return _SOURCES[key]
 
 
@@ -363,24 +569,66 @@ def steps_per_epoch(data_cfg, global_batch_size: int) -> int:
 # ------------------------------------------------------------------ Sec. 2 preprocessing
 
 
-def load_stats(data_cfg) -> Stats:
-  """The stats file's mean image and eigen-decomposition, or the ImageNet constants."""
-  path = stats_path(data_cfg)
+STATISTICS = ('train_split', 'imagenet')
+
+
+def imagenet_stats(size: int) -> Stats:
+  """ImageNet's per-channel mean (broadcast to size x size) and RGB eigen-decomposition."""
+  return Stats(np.broadcast_to(IMAGENET_RGB_MEAN, (size, size, 3)).astype(np.float32),
+               IMAGENET_EIGVAL, IMAGENET_EIGVEC, ORIGINAL_STDDEV, ORIGINAL_EIGVEC)
+
+
+def _read_stats(data_cfg, path: str) -> Stats | None:
+  """The statistics in `path` if they are this training split's; None if missing or stale."""
+  if not tf.io.gfile.exists(path):
+    return None
+  current = get_source(data_cfg).identity(data_cfg.train_split)
+  with tf.io.gfile.GFile(path, 'rb') as f, np.load(f) as z:
+    made_from = DatasetIdentity.from_json(str(z['dataset'])) if 'dataset' in z else None
+    mean_image = z['mean_image'].astype(np.float32)
+    eigval = z['eigval'].astype(np.float32)
+    eigvec = z['eigvec'].astype(np.float32)
+  if made_from != current:
+    if data_cfg.stats_file and made_from is not None:
+      raise ValueError(
+          f'config.data.stats_file {path} holds the statistics of {made_from.describe()}, not '
+          f'of {current.describe()}: unset it to compute this dataset\'s own, or set '
+          "--config.data.statistics=imagenet.")
+    if not data_cfg.stats_file:
+      logging.warning('%s was computed from %s, not %s: computing it again.', path,
+                      made_from.describe() if made_from else 'unrecorded data',
+                      current.describe())
+      return None
+    # A file given by hand without a record of its data: the user's choice, taken as is.
   size = data_cfg.stored_size
-  if not os.path.exists(path):
-    logging.warning('No stats file %s (write it with `python -m alexnet_jax.stats`): using '
-                    'the ImageNet per-channel mean %s and RGB eigen-decomposition.', path,
-                    IMAGENET_RGB_MEAN.tolist())
-    return Stats(np.broadcast_to(IMAGENET_RGB_MEAN, (size, size, 3)).astype(np.float32),
-                 IMAGENET_EIGVAL, IMAGENET_EIGVEC, ORIGINAL_STDDEV, ORIGINAL_EIGVEC)
-  with np.load(path) as f:
-    mean_image = f['mean_image'].astype(np.float32)
-    eigval = f['eigval'].astype(np.float32)
-    eigvec = f['eigvec'].astype(np.float32)
   if mean_image.shape != (size, size, 3):
-    raise ValueError(f'{path}: mean image {mean_image.shape}, expected {(size, size, 3)}.')
+    raise ValueError(f'{path}: mean image {mean_image.shape}, expected {(size, size, 3)}; '
+                     'delete it to compute it again.')
   # The released code's standard deviations are those of the same covariance on 0-255.
   return Stats(mean_image, eigval, eigvec, 255.0 * np.sqrt(np.maximum(eigval, 0)), eigvec)
+
+
+def load_stats(data_cfg) -> Stats:
+  """The Sec. 2 mean image and Sec. 4.1 RGB eigen-decomposition, per `config.data.statistics`.
+
+  'train_split' (the paper): the file at `stats_path`, if it was computed from this very
+  training split; otherwise `alexnet_jax.stats` computes it now (one streaming pass over
+  at most `config.data.stats_max_examples` images) and writes it there.
+  'imagenet': ImageNet's per-channel mean and eigen-decomposition, no pass over the data.
+  """
+  if data_cfg.statistics == 'imagenet':
+    return imagenet_stats(data_cfg.stored_size)
+  if data_cfg.statistics != 'train_split':
+    raise ValueError(f"config.data.statistics must be one of {STATISTICS}; got "
+                     f'{data_cfg.statistics!r}.')
+  path = stats_path(data_cfg)
+  stats = _read_stats(data_cfg, path)
+  if stats is None:
+    # Computing statistics needs this module's sources; the import is deferred to here.
+    from alexnet_jax import stats as stats_command  # pylint: disable=g-import-not-at-top
+    stats_command.write_stats(data_cfg)
+    stats = _read_stats(data_cfg, path)
+  return stats
 
 
 def _decode(encoded: tf.Tensor) -> tf.Tensor:
@@ -514,18 +762,15 @@ def train_batches(data_cfg, *, global_batch_size: int, seed: int, start_step: in
                      f'{global_batch_size}.')
   stats = load_stats(data_cfg)
   start_epoch, skip_steps = divmod(start_step, steps)
-  records = source.records(data_cfg.train_split, process_index, process_count)
-  # The index folds the process in, so shares of different processes never share seeds.
-  records = records.enumerate().map(
-      lambda i, r: (i * process_count + process_index, r))
-  buffer = max(1, data_cfg.shuffle_buffer)
+  split, buffer = data_cfg.train_split, max(1, data_cfg.shuffle_buffer)
 
   def epoch(e):
-    ds = records.shuffle(buffer, seed=seed * 1_000_003 + e, reshuffle_each_iteration=False)
+    ds = source.epoch_records(split, process_index, process_count, seed=seed, epoch=e,
+                              buffer=buffer)
     ds = ds.take(steps * local_batch)
     ds = ds.skip(tf.where(e == start_epoch, tf.constant(skip_steps * local_batch, tf.int64),
                              tf.constant(0, tf.int64)))
-    return ds.map(lambda i, r: (r[0], r[1], e, i))
+    return ds.map(lambda i, payload, label: (source.load(split, payload), label, e, i))
 
   ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch)
   ds = ds.map(lambda enc, label, e, i: augment(enc, label, e, i, data_cfg=data_cfg,

@@ -3,10 +3,13 @@
 Each image of the train and eval splits is resized (shorter side `stored_size`), centre
 cropped (Sec. 2) and re-encoded as JPEG into TFRecord shards
 <prepared_dir>/<split>/data-NNNNN.tfrecord, with <prepared_dir>/<split>/info.json written
-last. `prepared_dir` is `config.data.prepared_dir`, or <data_dir>/alexnet_jax_prepared/<source>
-by default. While info.json exists for a split (and `config.data.use_prepared` is True),
-`input_pipeline` reads that split from here: epochs then decode small JPEGs, and the
-256x256 case skips resampling. Delete the folder to go back to the original source.
+last. `prepared_dir` is `config.data.prepared_dir`, or
+<data_dir>/alexnet_jax_prepared/<dataset> by default (see `input_pipeline.prepared_dir`).
+The train split is written in a random order (seeded by `config.seed`), so that a shuffle
+buffer smaller than the split still mixes all classes. info.json records which data the
+copy was made from; `input_pipeline` reads a split from here (while
+`config.data.use_prepared` is True) only if that is the configured data, and stops with a
+one-line error if the data has changed since. Delete the folder to go back to the source.
 """
 
 import json
@@ -21,9 +24,11 @@ import tensorflow as tf
 from alexnet_jax import input_pipeline
 
 def prepare_split(data_cfg, split: str, *, jpeg_quality: int = 90,
-                  examples_per_shard: int = 1024) -> str:
-  """Writes the 256x256 copy of one split; returns its folder."""
+                  examples_per_shard: int = 1024, seed: int = 0) -> str:
+  """Writes the 256x256 copy of one split (the train split in an order seeded by `seed`);
+  returns its folder."""
   source = input_pipeline.get_source(data_cfg, use_prepared=False)
+  identity = source.identity(split)
   size = data_cfg.stored_size
   out = os.path.join(input_pipeline.prepared_dir(data_cfg), split)
   tf.io.gfile.makedirs(out)
@@ -34,7 +39,8 @@ def prepare_split(data_cfg, split: str, *, jpeg_quality: int = 90,
     image = tf.cast(tf.round(input_pipeline.decode_stored(enc, size)), tf.uint8)
     return tf.io.encode_jpeg(image, quality=jpeg_quality), label
 
-  ds = source.records(split, 0, 1).map(encode, num_parallel_calls=tf.data.AUTOTUNE,
+  order_seed = seed if split == data_cfg.train_split else None
+  ds = source.records(split, 0, 1, order_seed=order_seed).map(encode, num_parallel_calls=tf.data.AUTOTUNE,
                                        deterministic=True).prefetch(64)
   n, writer = 0, None
   for jpeg, label in ds.as_numpy_iterator():
@@ -53,7 +59,8 @@ def prepare_split(data_cfg, split: str, *, jpeg_quality: int = 90,
   if writer:
     writer.close()
   with tf.io.gfile.GFile(os.path.join(out, 'info.json'), 'w') as f:
-    json.dump({'num_examples': n, 'class_names': source.class_names, 'size': size}, f)
+    json.dump({'num_examples': n, 'class_names': source.class_names, 'size': size,
+               'dataset': identity.to_json()}, f)
   logging.info('Wrote %d images of %s to %s', n, split, out)
   return out
 
@@ -63,7 +70,8 @@ def main(argv):
   data_cfg = flags.FLAGS.config.data
   for split in (data_cfg.train_split, data_cfg.eval_split):
     print(prepare_split(data_cfg, split, jpeg_quality=flags.FLAGS.jpeg_quality,
-                        examples_per_shard=flags.FLAGS.examples_per_shard))
+                        examples_per_shard=flags.FLAGS.examples_per_shard,
+                        seed=flags.FLAGS.config.seed))
 
 
 if __name__ == '__main__':

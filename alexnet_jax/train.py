@@ -21,6 +21,7 @@ import threading
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
@@ -43,6 +44,9 @@ def check_config(config: ml_collections.ConfigDict) -> model.Spec:
                 'checkpoint_every_steps', 'keep_checkpoints', 'eval_every_epochs'):
     if config[field] < 1:
       raise ValueError(f'config.{field} must be a positive integer, got {config[field]}.')
+  if config.data.statistics not in input_pipeline.STATISTICS:
+    raise ValueError(f'config.data.statistics must be one of {input_pipeline.STATISTICS}, got '
+                     f'{config.data.statistics!r}.')
   unknown = set(config.eval_views) - set(VIEWS)
   if unknown:
     raise ValueError(f'config.eval_views may hold {VIEWS}, got {tuple(config.eval_views)}.')
@@ -69,6 +73,24 @@ def check_dataset(config, spec: model.Spec) -> input_pipeline.DatasetInfo:
     raise ValueError(f'The dataset has {info.num_classes} classes but config.model.num_classes '
                      f'is {spec.num_classes}: set --config.model.num_classes={info.num_classes}.')
   return info
+
+
+def ensure_statistics(data_cfg) -> None:
+  """Sec. 2's mean image (and Sec. 4.1's PCA) of this training split, before training.
+
+  Process 0 computes them if the file is missing (one streaming pass with a progress
+  line); the other processes wait for it and then read the same file. On a data_dir that
+  is not shared, a process that still finds no file computes the same statistics itself.
+  """
+  if data_cfg.statistics == 'imagenet':
+    logging.info('config.data.statistics=imagenet: subtracting the ImageNet per-channel '
+                 'mean, not this training split\'s mean image.')
+    return
+  if jax.process_index() == 0:
+    input_pipeline.load_stats(data_cfg)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('alexnet_jax: dataset statistics')
+  input_pipeline.load_stats(data_cfg)
 
 
 def init_state(config, mesh, spec: model.Spec, tx: optax.GradientTransformation) -> dict:
@@ -198,6 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   parallel.check_layout(mesh, spec, config.eval_batch_size)
   info = check_dataset(config, spec)
   check_workdir(workdir)
+  ensure_statistics(config.data)
   lead = jax.process_index() == 0
 
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
@@ -216,6 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       logging.info('Resumed from %s at step %d.', ckpt.directory / str(start), start)
     start = int(start or 0)
     writer = metrics.Writer(workdir, enabled=lead)
+    writer.drop_after(start)  # Rows logged after the checkpoint, before a crash, come again.
     if lead and start == 0:
       with open(os.path.join(workdir, 'config.json'), 'w') as f:
         f.write(config.to_json(indent=2))
@@ -330,8 +354,16 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {ckpt_dir}: train first (without --mode=eval) '
                             'or point --workdir at a trained run.')
+  ensure_statistics(config.data)
   params = checkpoints.load_params(workdir)
   model.validate_params(params, spec)
+  # NaN scores would make every example an error: say why instead.
+  bad = [f'{name}/{leaf}' for name, layer in params.items() for leaf, x in layer.items()
+         if not np.all(np.isfinite(x))]
+  if bad:
+    raise ValueError(f'checkpoint {os.path.join(ckpt_dir, str(step))} holds NaN/Inf params '
+                     f'({", ".join(bad)}): delete that step directory to evaluate the one before '
+                     'it, or train again with a lower --config.optim.learning_rate.')
   with jax.set_mesh(mesh):
     params = parallel.shard_params(params, mesh, spec)
     writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)

@@ -1,5 +1,6 @@
 """Tests of alexnet_jax.input_pipeline against hand-computed pixels, NumPy and formulas."""
 
+import hashlib
 import logging
 import os
 
@@ -365,15 +366,16 @@ def test_imagenet2012_missing_manual_dir_says_what_to_do(tmp_path):
 
 @pytest.mark.parametrize('source', ['imagenet2012', 'imagenette'])
 def test_end_to_end_under_tfds_mock_data(tmp_path, source):
-  data_cfg = _data_cfg(tmp_path, source=source, flip=False, lighting='none')
+  data_cfg = _data_cfg(tmp_path, source=source, flip=False, lighting='none',
+                       statistics='imagenet')
   with tfds.testing.mock_data(num_examples=10):
     info = input_pipeline.dataset_info(data_cfg)
     assert info.num_classes == len(info.class_names) == (
         1000 if source == 'imagenet2012' else 10)
     b = next(input_pipeline.train_batches(data_cfg, global_batch_size=4, seed=0))
     ev = list(input_pipeline.eval_batches(data_cfg, global_batch_size=4, views='ten'))
-  # No stats file: the ImageNet per-channel mean was subtracted, so adding it back gives
-  # 0-255 pixel values.
+  # statistics='imagenet': the ImageNet per-channel mean was subtracted, so adding it back
+  # gives 0-255 pixel values.
   restored = b['images'] + input_pipeline.IMAGENET_RGB_MEAN
   assert b['images'].shape == (4, 224, 224, 3)
   assert restored.min() >= -1e-3 and restored.max() <= 255 + 1e-3 and restored.std() > 1
@@ -393,7 +395,9 @@ def test_prepared_copy_is_read_instead_of_source(tmp_path):
   for split in ('train', 'validation'):
     prepare.prepare_split(data_cfg, split, examples_per_shard=4)
   root = input_pipeline.prepared_dir(data_cfg)
-  assert root == str(tmp_path / 'data_dir' / 'alexnet_jax_prepared' / 'folder')
+  # Keyed by the folder's absolute path, so another folder never reads this copy.
+  key = 'folder-images-' + hashlib.sha1(folder.encode()).hexdigest()[:10]
+  assert root == str(tmp_path / 'data_dir' / 'alexnet_jax_prepared' / key)
   assert sorted(os.listdir(os.path.join(root, 'train'))) == [
       'data-00000.tfrecord', 'data-00001.tfrecord', 'info.json']
   # The original images are gone: only the prepared copy can answer.

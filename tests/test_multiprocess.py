@@ -33,6 +33,7 @@ def get_config():
   config = default.get_config()
   config.data.source = 'folder'
   config.data.folder = {folder!r}
+  config.data.data_dir = {data_dir!r}
   config.data.stored_size = 224  # = the crop: no random offsets.
   config.data.flip = False
   config.data.lighting = 'none'
@@ -61,7 +62,7 @@ def config_file(tmp_path_factory):
   root = tmp_path_factory.mktemp('mp')
   write_dark_and_bright(root / 'images', {'train': 4, 'val': 2})
   path = root / 'tiny.py'
-  path.write_text(CONFIG.format(folder=str(root / 'images')))
+  path.write_text(CONFIG.format(folder=str(root / 'images'), data_dir=str(root / 'data_dir')))
   return str(path)
 
 
@@ -104,6 +105,10 @@ def two_by_two(config_file, tmp_path_factory):
 def test_two_processes_train_like_one(config_file, two_by_two, tmp_path):
   workdir, log = two_by_two
   assert '[p0] ' in log and '[p1] ' in log
+  # The training split's mean image was missing: process 0 alone computed it, and process
+  # 1 read the file process 0 wrote (a second pass would log the same line).
+  computing = [line for line in log.splitlines() if 'Computing the mean image' in line]
+  assert len(computing) == 1 and computing[0].startswith('[p0] '), computing
   assert 'Process 1 of 2: 2 local devices of 4.' in log
   # Only process 0 writes the logs and results.
   assert os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
@@ -116,7 +121,7 @@ def test_two_processes_train_like_one(config_file, two_by_two, tmp_path):
   assert np.abs(multi['fc8']['kernel'] - np.asarray(init['fc8']['kernel'])).max() > 1e-3
   for devices in (4, 1):
     single = str(tmp_path / f'1x{devices}')
-    run_local(1, devices, config_file, single)
+    assert 'Computing the mean image' not in run_local(1, devices, config_file, single)
     assert_same_params(alexnet_jax.load_params(single), multi)
 
 

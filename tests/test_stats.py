@@ -1,5 +1,7 @@
 """Tests of `python -m alexnet_jax.stats` against NumPy on known images."""
 
+import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -51,7 +53,8 @@ def test_stats_match_numpy_and_pipeline_reads_them(tmp_path):
   images = _known_folder(tmp_path / 'images')
   data_cfg = _data_cfg(tmp_path)
   path = stats.write_stats(data_cfg)
-  assert path == str(tmp_path / 'data_dir' / 'alexnet_jax_stats' / 'folder.npz')
+  key = 'folder-images-' + hashlib.sha1(data_cfg.folder.encode()).hexdigest()[:10]
+  assert path == str(tmp_path / 'data_dir' / 'alexnet_jax_stats' / f'{key}-train.npz')
   mean_image, cov = _numpy_stats(images)
   with np.load(path) as f:
     np.testing.assert_allclose(f['mean_image'], mean_image, atol=1e-4)
@@ -67,23 +70,32 @@ def test_stats_match_numpy_and_pipeline_reads_them(tmp_path):
 
 
 def test_stats_max_examples_and_resize(tmp_path):
-  # A 512x300 image (resized by 256/300, centre-cropped) of one flat colour and a 256x256
-  # one of another: the mean image is their average, the covariance that of two colours.
+  # A 512x300 image (resized by 256/300, centre-cropped) of one flat colour and two 256x256
+  # ones of others. With stats_max_examples=2 the statistics are those of two whole images
+  # of the three (a random subset, the same each time): the mean image is their average,
+  # the covariance that of their two colours.
   root = tmp_path / 'images'
-  for i, (shape, colour) in enumerate([((300, 512, 3), (10, 200, 40)),
-                                       ((256, 256, 3), (250, 20, 90)),
-                                       ((256, 256, 3), (0, 0, 0))]):
+  colours = [(10, 200, 40), (250, 20, 90), (0, 0, 0)]
+  for i, (shape, colour) in enumerate(zip([(300, 512, 3), (256, 256, 3), (256, 256, 3)],
+                                          colours)):
     os.makedirs(root / 'train' / 'c', exist_ok=True)
     Image.fromarray(np.full(shape, colour, np.uint8)).save(root / 'train' / 'c' / f'{i}.png')
   data_cfg = _data_cfg(tmp_path)
   data_cfg.stats_max_examples = 2
   data_cfg.stats_file = str(tmp_path / 'custom.npz')
   result = stats.compute_stats(data_cfg)
-  two = np.array([[10, 200, 40], [250, 20, 90]], np.float64)
-  np.testing.assert_allclose(result['mean_image'], np.broadcast_to(two.mean(0), (256, 256, 3)),
-                             atol=1e-3)
-  np.testing.assert_allclose(result['rgb_cov'], np.cov((two / 255).T, bias=True), atol=1e-7)
+  matches = []
+  for pair in itertools.combinations(colours, 2):
+    two = np.array(pair, np.float64)
+    if np.allclose(result['mean_image'], np.broadcast_to(two.mean(0), (256, 256, 3)),
+                   atol=1e-3):
+      np.testing.assert_allclose(result['rgb_cov'], np.cov((two / 255).T, bias=True),
+                                 atol=1e-7)
+      matches.append(pair)
+  assert len(matches) == 1
   assert int(result['num_examples']) == 2
+  again = stats.compute_stats(data_cfg)
+  np.testing.assert_array_equal(again['mean_image'], result['mean_image'])
 
 
 def test_stats_command_line_with_config_overrides(tmp_path):
@@ -98,10 +110,10 @@ def test_stats_command_line_with_config_overrides(tmp_path):
     np.testing.assert_allclose(f['mean_image'], _numpy_stats(images)[0], atol=1e-4)
 
 
-def test_missing_stats_file_falls_back_to_imagenet_constants(tmp_path, caplog):
-  data_cfg = _data_cfg(tmp_path)
-  with caplog.at_level('WARNING'):
-    loaded = input_pipeline.load_stats(data_cfg)
-  assert 'No stats file' in caplog.text
+def test_statistics_imagenet_uses_the_constants_without_a_pass(tmp_path):
+  data_cfg = _data_cfg(tmp_path)  # Its folder does not exist: no pass can read it.
+  data_cfg.statistics = 'imagenet'
+  loaded = input_pipeline.load_stats(data_cfg)
   np.testing.assert_allclose(loaded.mean_image[17, 200], [123.68, 116.78, 103.94])
   np.testing.assert_allclose(loaded.eigval, [0.2175, 0.0188, 0.0045])
+  assert not os.path.exists(tmp_path / 'data_dir')
