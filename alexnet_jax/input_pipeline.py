@@ -11,15 +11,17 @@ Sources:
   'imagenette'    TFDS (downloaded by TFDS where a network exists).
   'folder'        `config.data.folder`/<split>/<class name>/<image>, split = train_split /
                   eval_split ('validation' falls back to 'val'); classes = sorted sub-folders
-                  of the train split.
+                  of the train split. Training reads the files in a seeded random order,
+                  permuted anew each epoch (a sorted listing through a shuffle buffer would
+                  give batches of a few neighbouring classes).
   'demo'          the synthetic offline dataset of `alexnet_jax.demo_dataset`.
-If `python -m alexnet_jax.prepare` has written a 256x256 copy of a split (see `prepared_dir`),
-that copy is read instead of the source.
+If `python -m alexnet_jax.prepare` has written a 256x256 copy of a split (see `prepared_dir`)
+from exactly the configured data, that copy is read instead of the source.
 
 Images given to the model are on the 0-255 scale minus the per-pixel training-set mean image
 (Sec. 2), which is subtracted from the 256x256 image before cropping, so each crop loses the
-mean of its own window. The mean image and the RGB eigen-decomposition come from the file
-written by `python -m alexnet_jax.stats` (see `stats_path`), or ImageNet constants until then.
+mean of its own window. The mean image and the RGB eigen-decomposition are computed from the
+training split on first use and kept in a file keyed by the dataset (see `load_stats`).
 
 Ten-view order (`views='ten'`): top-left, top-right, bottom-left, bottom-right and centre
 crops, then the horizontal reflections of those five in the same order.
@@ -747,9 +749,10 @@ def train_batches(data_cfg, *, global_batch_size: int, seed: int, start_step: in
   """Infinite training batches {'images': [B, crop, crop, 3] f32, 'labels': [B] i32}.
 
   B = global_batch_size // process_count. Batch s is the same whatever `start_step` is:
-  epoch e = s // steps_per_epoch shuffles this process's share with a seed from (seed, e),
-  the first `start_step` batches are skipped before decoding, and every random choice is
-  seeded from (seed, epoch, process, example index).
+  epoch e = s // steps_per_epoch shuffles this process's share with a seed from (seed, e)
+  (folders: a full permutation; other sources: a shuffle buffer), the first `start_step`
+  batches are skipped before decoding, and every random choice is seeded from (seed,
+  epoch, example index).
   """
   if global_batch_size % process_count:
     raise ValueError(f'global_batch_size {global_batch_size} is not divisible by '

@@ -26,7 +26,7 @@ import tensorflow as tf
 from alexnet_jax import input_pipeline, metrics
 
 # The subset's order: fixed, so every run and every process picks the same images.
-_ORDER_SEED = 0
+ORDER_SEED = 0
 
 
 def compute_stats(data_cfg, batch_size: int = 32, *,
@@ -38,7 +38,7 @@ def compute_stats(data_cfg, batch_size: int = 32, *,
   if data_cfg.stats_max_examples:
     total = min(total, data_cfg.stats_max_examples)
   # A random subset: the first images of a folder listing would all be of a few classes.
-  ds = source.records(data_cfg.train_split, 0, 1, order_seed=_ORDER_SEED).take(total)
+  ds = source.records(data_cfg.train_split, 0, 1, order_seed=ORDER_SEED).take(total)
   ds = ds.map(lambda enc, _: input_pipeline.decode_stored(enc, size),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size).prefetch(2)
