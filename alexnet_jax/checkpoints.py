@@ -184,25 +184,41 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
   """The params of the latest checkpoint under `path` as nested numpy arrays, on the host.
 
   path: a training workdir, its checkpoints/ directory, or one checkpoints/<step>
-  directory. Needs no mesh (arrays saved sharded come back whole) and no TensorFlow.
+  directory (named by its step, as orbax finds it). Needs no mesh (arrays saved sharded
+  come back whole) and no TensorFlow.
   """
   path = pathlib.Path(path).expanduser().absolute()
   if not path.is_dir():
     raise FileNotFoundError(
         f'{path} is not a directory; pass a training workdir, its checkpoints/ directory, '
         'or one checkpoints/<step> directory.')
-  state_dir = _step_dir(path) / STATE
-  checkpointer = ocp.PyTreeCheckpointer()
+  step_dir = _step_dir(path)
+  state_dir = step_dir / STATE
+  if not step_dir.name.isdigit():
+    raise FileNotFoundError(f'{step_dir} is not named by its step number, as orbax reads it; '
+                            'pass the checkpoints/<step> directory the run wrote.')
+  # The manager training writes with, on the step's parent: it reads the step's own metadata
+  # (a checkpointer on state/ alone looks for it there and warns). Both items are registered
+  # so that orbax does not warn about `meta`; create=False writes nothing.
   try:
-    tree = checkpointer.metadata(state_dir).item_metadata.tree
+    manager = ocp.CheckpointManager(
+        step_dir.parent, options=ocp.CheckpointManagerOptions(create=False),
+        item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f'cannot open {step_dir.parent} ({_one_line(e)}); pass a training '
+                          'workdir or its checkpoints/ directory.') from e
+  try:
+    step = int(step_dir.name)
+    tree = manager.item_metadata(step)[STATE].tree
     target = {'params': tree['params']}
+    # Host numpy arrays: no mesh, whatever the layout the run saved them with.
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True))
+    restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
+        item=target, restore_args=restore_args, partial_restore=True)}))
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(
         f'cannot read params from {state_dir} ({_one_line(e)}); delete that step '
         'directory or pass another one.') from e
   finally:
-    checkpointer.close()
-  return restored['params']
+    manager.close()
+  return restored[STATE]['params']

@@ -1,5 +1,8 @@
 """alexnet_jax.checkpoints: round trips, retention, host loading, re-sharding, corruption."""
 
+import logging
+import os
+import subprocess
 import sys
 
 import jax
@@ -11,6 +14,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import checkpoints
 from alexnet_jax import optim
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_params(seed=0):
@@ -80,7 +85,6 @@ def test_keeps_the_last_k_and_respects_the_interval(tmp_path):
 
 
 def test_load_params_from_workdir_and_step_dir(tmp_path):
-  tf_before = 'tensorflow' in sys.modules
   state = trained_state()
   with checkpoints.Checkpoints(tmp_path, keep=3, every=1) as ckpt:
     ckpt.save(1, trained_state(step=1), {}, force=True)
@@ -94,8 +98,13 @@ def test_load_params_from_workdir_and_step_dir(tmp_path):
       np.testing.assert_array_equal(x, y)
   older = checkpoints.load_params(tmp_path / 'checkpoints' / '1')
   np.testing.assert_array_equal(older['fc8']['bias'], trained_state(1)['params']['fc8']['bias'])
-  if not tf_before:
-    assert 'tensorflow' not in sys.modules
+  # In a fresh interpreter (this one has TensorFlow from conftest): loading needs none.
+  code = ('import sys, alexnet_jax; p = alexnet_jax.load_params(sys.argv[1]); '
+          "print(float(p['fc8']['bias'][0]), 'tensorflow' in sys.modules)")
+  done = subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True,
+                        text=True, timeout=300, cwd=REPO)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.split() == [repr(float(want['fc8']['bias'][0])), 'False']
 
 
 def test_load_params_missing_path(tmp_path):
@@ -139,6 +148,28 @@ def test_resharding_between_two_devices_and_one(tmp_path):
   kernel = restored['params']['fc8']['kernel']
   assert kernel.sharding == NamedSharding(two, P(None, 'model'))
   assert [s.data.shape for s in kernel.addressable_shards] == [(6, 2), (6, 2)]
+
+
+def test_load_params_of_a_sharded_run_logs_no_orbax_warning(tmp_path, caplog):
+  # Saved as training saves it: params split over a 2x2 mesh of the 4 fake devices.
+  assert jax.device_count() >= 4, 'tests/conftest.py should give 4 CPU devices'
+  mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ('data', 'model'))
+  state = trained_state()
+  sharded = shard(state, mesh, last_axis_on_model)
+  assert len(sharded['params']['fc8']['kernel'].sharding.device_set) == 4
+  with checkpoints.Checkpoints(tmp_path, keep=2, every=1) as ckpt:
+    ckpt.save(3, sharded, {'epoch': 1}, force=True)
+  with caplog.at_level(logging.DEBUG):
+    for path in (tmp_path, tmp_path / 'checkpoints' / '3'):
+      got = checkpoints.load_params(path)
+      assert jax.tree.structure(got) == jax.tree.structure(state['params'])
+      for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(state['params'])):
+        assert isinstance(x, np.ndarray)  # Whole, on the host: no mesh needed.
+        np.testing.assert_array_equal(x, np.asarray(y))
+  messages = [r.getMessage() for r in caplog.records]
+  assert messages, 'orbax logs its reads at INFO; nothing captured means nothing was checked'
+  assert not [m for m in messages if 'Metadata file does not exist' in m]
+  assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 # Orbax's failed read leaves an asyncio callback behind; it is not ours to fix.
