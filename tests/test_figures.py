@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import alexnet_jax
-from alexnet_jax import figures, train
+from alexnet_jax import figures, input_pipeline, train
 from tests.test_train import folder, tiny_config  # pylint: disable=unused-import
 
 
@@ -15,8 +15,8 @@ from tests.test_train import folder, tiny_config  # pylint: disable=unused-impor
 def run(folder, tmp_path_factory):  # pylint: disable=redefined-outer-name
   workdir = str(tmp_path_factory.mktemp('run'))
   config = tiny_config(folder, num_epochs=1, eval_views=('center',))
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
+  summary = train.train_and_evaluate(config, workdir)
+  return config, workdir, summary
 
 
 def png_size(path):
@@ -73,7 +73,7 @@ def test_nearest_neighbours_match_brute_force():
 
 
 def test_kernels_png_shows_the_checkpoint_kernels(run):
-  config, workdir = run
+  config, workdir, _ = run
   result = figures.make_figures(config, workdir, ('kernels',))
   kernel = np.asarray(alexnet_jax.load_params(workdir)['conv1']['kernel'])  # [2, 11, 11, 3, 4]
   # 4 kernels per column: one row each; 4 screen pixels per kernel pixel.
@@ -90,23 +90,72 @@ def test_kernels_png_shows_the_checkpoint_kernels(run):
   assert result['colourfulness'] == pytest.approx(expected_scores)
 
 
+def bar_length(pixels, rgb, tolerance=40):
+  """Columns from the first to the last pixel within `tolerance` of an RGB colour (0: none)."""
+  near = np.abs(pixels.astype(int) - np.array(rgb)).max(axis=-1) <= tolerance
+  columns = np.flatnonzero(near.any(axis=0))
+  return columns[-1] - columns[0] + 1 if len(columns) else 0
+
+
+def tile_mean(pixels, centre_x, centre_y, half=20):
+  return pixels[centre_y - half:centre_y + half, centre_x - half:centre_x + half].mean()
+
+
 def test_predictions_neighbours_and_curves_pngs(run):
-  config, workdir = run
+  config, workdir, summary = run
   result = figures.make_figures(config, workdir, ('predictions', 'neighbours', 'curves'),
                                 num_images=2, num_train=None, batch_size=5)
-  assert png_size(result['paths']['predictions']) == (500, 500)
-  assert png_size(result['paths']['neighbours']) == (round(1.2 * 7 * 100), round(1.2 * 2 * 100))
-  assert png_size(result['paths']['curves']) == (1600, 400)
-  # The neighbours are those of a brute-force search over fc7 of all 24 training images'
-  # centre crops (read in the same order), counted in NumPy.
   params = alexnet_jax.load_params(workdir)
-  train_images = np.concatenate([x for x, _, _ in figures.centre_crops(
-      config.data, config.data.train_split, None, 24)])
+  names = input_pipeline.dataset_info(config.data).class_names
+  # The dataset's two levels (test_train.write_dark_and_bright), plus noise and clipping.
+  level = {names.index('dark'): 50, names.index('bright'): 200}
+  val_images, val_labels, _ = next(figures.centre_crops(config.data, config.data.eval_split, 2, 2))
+
+  # Fig. 4 left, 2 columns: the image with its mean added back, over two bars (two classes)
+  # whose lengths are the softmax of the logits, counted here in NumPy: the true label's in
+  # red, the other in blue, so red / (red + blue) is the true label's probability.
+  assert png_size(result['paths']['predictions']) == (500, 500)
+  logits = np.asarray(alexnet_jax.apply(params, val_images, config.model), np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  with Image.open(result['paths']['predictions']) as image:
+    pixels = np.asarray(image.convert('RGB'))
+  for i, label in enumerate(val_labels):
+    half = pixels[:, i * 250:(i + 1) * 250]
+    assert tile_mean(half, 125, 165) == pytest.approx(level[label], abs=15)
+    bars = half[300:]
+    red_len, blue_len = bar_length(bars, (214, 39, 40)), bar_length(bars, (31, 119, 180))
+    assert red_len / (red_len + blue_len) == pytest.approx(probs[i, label], abs=0.02), i
+
+  # Fig. 4 right: the neighbours are those of a brute-force search over fc7 of all 24
+  # training images' centre crops (read in the same order), counted in NumPy, and each tile
+  # shows its image: dark or bright as its label says.
+  assert png_size(result['paths']['neighbours']) == (round(1.2 * 7 * 100), round(1.2 * 2 * 100))
+  batches = list(figures.centre_crops(config.data, config.data.train_split, None, 24))
+  train_images = np.concatenate([x for x, _, _ in batches])
+  train_labels = np.concatenate([y for _, y, _ in batches])
   assert len(train_images) == 24
-  val_images = next(figures.centre_crops(config.data, config.data.eval_split, 2, 2))[0]
   fc7 = lambda x: np.asarray(alexnet_jax.apply(params, x, config.model, layer='fc7'), np.float64)
   expected, _ = brute_force_neighbours(fc7(val_images), fc7(train_images), 6)
   np.testing.assert_array_equal(result['neighbour_indices'], expected)
+  with Image.open(result['paths']['neighbours']) as image:
+    pixels = np.asarray(image.convert('RGB'))
+  # subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.01, wspace=hspace=0.05) on
+  # 840x240 pixels: 7 columns of 823.2 / 7.3 px (gaps 5% of that), 2 rows of 235.2 / 2.05 px.
+  width, height = 823.2 / 7.3, 235.2 / 2.05
+  for r in range(2):
+    for c in range(7):
+      x = round(8.4 + c * 1.05 * width + width / 2)
+      y = round(2.4 + r * 1.05 * height + height / 2)
+      want = level[val_labels[r]] if c == 0 else level[train_labels[expected[r, c - 1]]]
+      assert tile_mean(pixels, x, y) == pytest.approx(want, abs=15), (r, c)
+
+  # Curves: the logged training loss and the final evaluation, at epoch 1.
+  assert png_size(result['paths']['curves']) == (1600, 400)
+  series = figures.curves(figures.read_metrics(workdir))
+  np.testing.assert_allclose(series['loss'], [[1.0], [summary['last_loss']]], rtol=1e-6)
+  np.testing.assert_allclose(series['val_center_top1_error'],
+                             [[1.0], [summary['eval']['center']['top1_error']]], rtol=1e-6)
 
 
 def test_curves_put_eval_lines_at_their_epoch():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 import alexnet_jax
-from alexnet_jax import input_pipeline, train
+from alexnet_jax import checkpoints, input_pipeline, model, optim, train
 from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,14 +118,25 @@ def test_evaluation_counts_every_example_once(folder, tmp_path):
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(folder, tmp_path):
+  every_step = {'eval_views': ('center',), 'log_every_steps': 1}
   whole = str(tmp_path / 'whole')
-  train.train_and_evaluate(tiny_config(folder, eval_views=('center',)), whole)
+  train.train_and_evaluate(tiny_config(folder, **every_step), whole)
   parts = str(tmp_path / 'parts')
-  # Stopped at step 5 (mid-epoch, after a checkpoint at 4 and with the rng, momentum and
-  # data position in flight), then the same command again.
-  train.train_and_evaluate(tiny_config(folder, max_steps=5, eval_views=('center',)), parts)
-  resumed = train.train_and_evaluate(tiny_config(folder, eval_views=('center',)), parts)
+  # A crash after step 5 was logged but before it was saved (mid-epoch, after a checkpoint
+  # at 4, with the rng, momentum and data position in flight): stopped at step 5, then its
+  # checkpoint removed. Then the same command again.
+  train.train_and_evaluate(tiny_config(folder, max_steps=5, **every_step), parts)
+  shutil.rmtree(os.path.join(parts, 'checkpoints', '5'))
+  resumed = train.train_and_evaluate(tiny_config(folder, **every_step), parts)
   assert resumed['step'] == 12
+  # metrics.jsonl lists every step once, and the same numbers as the uninterrupted run's.
+  rows = {run: read_jsonl(os.path.join(run, 'metrics.jsonl')) for run in (whole, parts)}
+  losses = {run: [(r['step'], r['loss']) for r in rows[run] if 'loss' in r] for run in rows}
+  assert [step for step, _ in losses[parts]] == list(range(1, 13))
+  np.testing.assert_allclose([l for _, l in losses[parts]], [l for _, l in losses[whole]],
+                             rtol=1e-5)
+  val_steps = [r['step'] for r in rows[parts] if 'val_center_top1_error' in r]
+  assert val_steps == [6, 12]
   a, b = alexnet_jax.load_params(whole), alexnet_jax.load_params(parts)
   for name in a:
     for leaf in a[name]:
@@ -135,11 +147,14 @@ def test_interrupted_and_resumed_equals_uninterrupted(folder, tmp_path):
 
 
 def test_sigterm_sets_the_preemption_flag():
+  before = signal.getsignal(signal.SIGTERM)
   with train._Preemption() as preemption:
+    # Bound methods compare equal (==), but each access makes a new object (is).
+    assert signal.getsignal(signal.SIGTERM) == preemption._handle
     assert not preemption.requested
     os.kill(os.getpid(), signal.SIGTERM)
     assert preemption.requested
-  assert signal.getsignal(signal.SIGTERM) is not preemption._handle
+  assert signal.getsignal(signal.SIGTERM) == before  # The previous handler is back.
 
 
 @pytest.mark.parametrize('override,message', [
@@ -197,3 +212,23 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path):
   kept = alexnet_jax.load_params(workdir)
   for name in good:
     np.testing.assert_array_equal(kept[name]['kernel'], good[name]['kernel'])
+
+
+def test_eval_of_a_checkpoint_with_nan_params_is_a_clear_error(folder, tmp_path):
+  config = tiny_config(folder)
+  workdir = str(tmp_path / 'run')
+  spec = model.Spec.from_config(config.model)
+  mesh = train.build_mesh(config)
+  with jax.set_mesh(mesh):
+    state = train.init_state(config, mesh, spec, optim.make_optimizer(config.optim, 6))
+  params = jax.tree.map(np.array, state['params'])
+  params['fc8']['bias'][1] = np.nan  # As a diverged run, or a damaged copy, would hold.
+  with checkpoints.Checkpoints(workdir, every=1) as ckpt:
+    ckpt.save(4, {**state, 'params': params}, {}, force=True)
+  with pytest.raises(ValueError) as info:
+    train.evaluate_checkpoint(config, workdir)
+  message = str(info.value)
+  assert '\n' not in message
+  assert os.path.join(workdir, 'checkpoints', '4') in message and 'fc8' in message
+  assert 'learning_rate' in message
+  assert not os.path.exists(os.path.join(workdir, 'eval.json'))
