@@ -1,2 +1,36 @@
 import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+
+# CPython 3.11.7 can fail an import with "SystemError: AST constructor recursion depth
+# mismatch" when a module is first imported while other threads run (tf.data, orbax and
+# TensorBoard writers of earlier tests). So the modules that tests and libraries would
+# otherwise import lazily mid-suite are imported here, once, before any test starts a thread.
+# pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
+import encodings.cp437  # noqa: E402,F401  zipfile's file name decoder (np.load of .npz files).
+import importlib  # noqa: E402
+import pkgutil  # noqa: E402
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402,F401
+from PIL import Image  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+import tensorflow_datasets.testing  # noqa: E402,F401
+from tensorflow.python.data import ops as tf_data_ops  # noqa: E402
+
+from alexnet_jax import (  # noqa: E402,F401  Imported lazily elsewhere: demo_dataset, prepare, checkpoints.
+    checkpoints, cifar10, demo_dataset, evaluate, figures, input_pipeline, metrics, prepare,
+    report, stats, train)
+
+_ = tfds.testing.mock_data  # tfds.testing resolves its submodules on first use.
+with tempfile.TemporaryDirectory() as _tmp:  # A first scalar imports TensorBoard and fsspec.
+  _writer = tf.summary.create_file_writer(_tmp)
+  with _writer.as_default(step=0):
+    tf.summary.scalar('x', 0.0)
+  _writer.close()
+tfds.builder_cls('cifar10')  # The first name lookup imports every dataset module of TFDS.
+Image.init()  # PIL's format plugins, otherwise loaded by the first image opened.
+for _module in pkgutil.iter_modules(tf_data_ops.__path__):  # tf.data loads each op on first use.
+  importlib.import_module(f'{tf_data_ops.__name__}.{_module.name}')
+jax.jit(lambda x: x + 1)(1.0)  # The first lowering loads jaxlib's MLIR dialects.

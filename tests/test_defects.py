@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -117,3 +119,35 @@ def test_demo_report_names_the_readme_workdir():
   # The run column is the path the report was given; the README's demo command writes runs/demo.
   assert '--workdir=runs/demo' in readme
   assert runs == ['runs/demo']
+
+
+LAZY_WORK = '''
+import sys, tempfile
+import numpy as np
+from PIL import Image
+import tests.conftest
+before = set(sys.modules)
+import tensorflow_datasets as tfds
+from alexnet_jax import cifar10, metrics
+from configs import cifar10_relu_vs_tanh
+config = cifar10_relu_vs_tanh.get_config()
+with tfds.testing.mock_data(num_examples=4):
+  cifar10.load_cifar10(config)
+with tempfile.TemporaryDirectory() as tmp:
+  metrics.Writer(tmp).write(1, {'loss': 1.0})
+  Image.fromarray(np.zeros([4, 4, 3], np.uint8)).save(tmp + '/x.jpg')
+  Image.open(tmp + '/x.jpg').load()
+  np.savez(tmp + '/s.npz', mean=np.zeros(3))
+  np.load(tmp + '/s.npz')['mean']
+new = set(sys.modules) - before - {'configs.cifar10_relu_vs_tanh'}
+print(sorted(m for m in new if not m.startswith('__autograph_generated')))
+'''
+
+
+def test_conftest_imports_what_the_tests_would_import_lazily():
+  # What mock TFDS data, a metrics row, an image and an .npz load first import mid-suite
+  # (seen with sys.modules around each test), in a fresh interpreter after conftest: nothing.
+  done = subprocess.run([sys.executable, '-c', LAZY_WORK], capture_output=True, text=True,
+                        timeout=300, cwd=REPO)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == '[]'
