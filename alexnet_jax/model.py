@@ -1,11 +1,14 @@
-"""The paper's two-column AlexNet (Sec. 3, Fig. 2) as pure functions over a params pytree.
+"""The paper's two-column AlexNet (Sec. 3, Fig. 2) as Flax linen modules over a plain params pytree.
 
-The network is written once, per column. `apply` runs it with every column on the
-current device; `alexnet_jax.parallel` runs the same code with the columns on the
-devices of a ('data', 'model') mesh. The two differ only in the `Placement` they pass:
-how the columns' activations are gathered where a layer reads both columns (before
-conv3, fc6, fc7 and fc8), and which columns and examples this device holds (so that
-dropout masks do not depend on the layout).
+`AlexNet(config)` is a `flax.linen` Module: `init` makes the documented params pytree and
+`apply({'params': params}, images, train=..., layer=..., rngs={'dropout': key})` is a pure
+function. `init_params` and `apply` are thin functional wrappers over it. The network is
+written once, per column: `apply` runs it with every column on the current device, and
+`alexnet_jax.parallel` runs the same module with one or two columns per device of a
+('data', 'model') mesh. The two differ only in the `Placement` passed to the module: how
+the columns' activations are gathered where a layer reads both columns (before conv3,
+fc6, fc7 and fc8), and which columns and examples this device holds (so that dropout
+masks do not depend on the layout).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,67 +33,90 @@ ACTIVATIONS = ('conv1', 'lrn1', 'pool1', 'conv2', 'lrn2', 'pool2', 'conv3', 'con
                'conv5', 'pool5', 'fc6', 'fc7', 'fc8')
 
 
-def model_config() -> ml_collections.ConfigDict:
-  """The paper's network; each field can be switched for an ablation (SPEC.md)."""
-  cfg = ml_collections.ConfigDict()
-  cfg.num_classes = 1000  # Sec. 2: ILSVRC's 1000 classes.
-  cfg.columns = 2  # Sec. 3.2: two columns ("GPUs"); 1 = the one-column ablation.
-  # Sec. 3.5: 224x224x3 input. 227 is Caffe's choice (no padding needed for 55x55).
-  cfg.image_size = 224
-  # Sec. 3.5 / Fig. 2: kernels of the whole layer (both columns together).
-  cfg.conv_features = (96, 256, 384, 384, 256)
-  cfg.fc_features = (4096, 4096)  # fc6, fc7 (fc8 has num_classes).
-  cfg.activation = 'relu'  # Sec. 3.1: ReLU; 'tanh' for Fig. 1's comparison.
-  # Sec. 7: "removing any of the middle convolutional layers results in a loss of about
-  # 2% for the top-1 performance". '' keeps all; 'conv3', 'conv4' or 'conv5' removes one
-  # (the next layer then reads what the removed one read).
-  cfg.remove_conv = ''
-  # Sec. 3.3 local response normalisation, within a column's channels.
-  cfg.lrn = True
-  cfg.lrn_k = 2.0
-  cfg.lrn_n = 5
-  cfg.lrn_alpha = 1e-4
-  cfg.lrn_beta = 0.75
-  # Sec. 3.4 overlapping pooling: z = 3, s = 2 (z = 2 is the non-overlapping ablation).
-  cfg.pool_window = 3
-  cfg.pool_stride = 2
-  # Sec. 4.2 dropout on fc6 and fc7 outputs. 'paper': no rescale while training, outputs
-  # times (1 - rate) at test; 'inverted': divide by (1 - rate) while training.
-  cfg.dropout_rate = 0.5
-  cfg.dropout_form = 'paper'
-  # Sec. 5 init: 'paper' = N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7;
-  # 'caffe' = bvlc_alexnet's fallback (fc6/fc7 std 0.005, those biases 0.1);
-  # 'he' = variance-preserving (not the paper's): learns from the first steps, for short
-  # demo runs where N(0, 0.01) would sit on the flat start for epochs.
-  cfg.init = 'paper'
-  cfg.init_std = 0.01
-  # Compute dtype of activations and matmuls ('float32' or 'bfloat16'); params stay float32.
-  cfg.dtype = 'float32'
-  return cfg
+def _choice(name: str, value, allowed, shown: str | None = None) -> None:
+  if value not in allowed:
+    names = [repr(a) if isinstance(a, str) else str(a) for a in allowed]
+    shown = shown or ', '.join(names[:-1]) + ' or ' + names[-1]
+    raise ValueError(f'model.{name} must be {shown}, got {value!r}.')
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  """A hashable, validated view of the model config (a static argument to jit)."""
-  num_classes: int
-  columns: int
-  image_size: int
-  conv_widths: tuple[int, ...]  # Kernels per column, conv1..conv5.
-  fc_widths: tuple[int, ...]  # Neurons per column, fc6, fc7.
-  activation: str
-  lrn: bool
-  lrn_k: float
-  lrn_n: int
-  lrn_alpha: float
-  lrn_beta: float
-  pool_window: int
-  pool_stride: int
-  dropout_rate: float
-  dropout_form: str
-  init: str
-  init_std: float
-  dtype: str
+  """The model's fields, declared once: `model_config()` is this dataclass's defaults as a
+  ConfigDict, and a Spec is the validated, hashable view of such a config that `jit` takes
+  as a static argument and `AlexNet` reads. The defaults are the paper's (SPEC.md)."""
+  num_classes: int = 1000  # Sec. 2: ILSVRC's 1000 classes.
+  columns: int = 2  # Sec. 3.2: two columns ("GPUs"); 1 = the one-column ablation.
+  # Sec. 3.5: 224x224x3 input. 227 is Caffe's choice (no padding needed for 55x55).
+  image_size: int = 224
+  # Sec. 3.5 / Fig. 2: kernels of the whole layer (both columns together).
+  conv_features: tuple[int, ...] = (96, 256, 384, 384, 256)
+  fc_features: tuple[int, ...] = (4096, 4096)  # fc6, fc7 (fc8 has num_classes).
+  activation: str = 'relu'  # Sec. 3.1: ReLU; 'tanh' for Fig. 1's comparison.
+  # Sec. 7: "removing any of the middle convolutional layers results in a loss of about
+  # 2% for the top-1 performance". '' keeps all; 'conv3', 'conv4' or 'conv5' removes one
+  # (the next layer then reads what the removed one read).
   remove_conv: str = ''
+  # Sec. 3.3 local response normalisation, within a column's channels.
+  lrn: bool = True
+  lrn_k: float = 2.0
+  lrn_n: int = 5
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+  # Sec. 3.4 overlapping pooling: z = 3, s = 2 (z = 2 is the non-overlapping ablation).
+  pool_window: int = 3
+  pool_stride: int = 2
+  # Sec. 4.2 dropout on fc6 and fc7 outputs. 'paper': no rescale while training, outputs
+  # times (1 - rate) at test; 'inverted': divide by (1 - rate) while training.
+  dropout_rate: float = 0.5
+  dropout_form: str = 'paper'
+  # Sec. 5 init: 'paper' = N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7;
+  # 'caffe' = bvlc_alexnet's fallback (fc6/fc7 std 0.005, those biases 0.1);
+  # 'he' = variance-preserving (not the paper's): learns from the first steps, for short
+  # demo runs where N(0, 0.01) would sit on the flat start for epochs.
+  init: str = 'paper'
+  init_std: float = 0.01
+  # Compute dtype of activations and matmuls ('float32' or 'bfloat16'); params stay float32.
+  dtype: str = 'float32'
+
+  def __post_init__(self):
+    # Config values arrive as lists, ints for floats and so on: one canonical, hashable form.
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      kind = type(f.default)
+      value = tuple(int(v) for v in value) if kind is tuple else kind(value)
+      object.__setattr__(self, f.name, value)
+    _choice('columns', self.columns, (1, 2))
+    _choice('image_size', self.image_size, (224, 227), '224 (padded conv1) or 227')
+    _choice('activation', self.activation, ('relu', 'tanh'))
+    _choice('dropout_form', self.dropout_form, ('paper', 'inverted'))
+    _choice('init', self.init, ('paper', 'caffe', 'he'))
+    _choice('remove_conv', self.remove_conv, ('', 'conv3', 'conv4', 'conv5'))
+    _choice('dtype', self.dtype, ('float32', 'bfloat16'))
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f'model.dropout_rate must be in [0, 1), got {self.dropout_rate}.')
+    if self.pool_window < 1 or self.pool_stride < 1:
+      raise ValueError('model.pool_window and model.pool_stride must be positive.')
+    if self.lrn_n < 1 or self.lrn_n % 2 == 0:
+      raise ValueError(f'model.lrn_n must be odd and positive, got {self.lrn_n}.')
+    if len(self.conv_features) != 5 or len(self.fc_features) != 2:
+      raise ValueError('model.conv_features needs 5 entries and model.fc_features 2.')
+    if self.columns == 2 and any(f % 2 for f in self.conv_features + self.fc_features):
+      raise ValueError('With two columns every layer width must be even (half per column).')
+
+  @property
+  def conv_widths(self) -> tuple[int, ...]:
+    """Kernels per column, conv1..conv5."""
+    if self.columns == 2:
+      return tuple(f // 2 for f in self.conv_features)
+    # SPEC.md Sec. 3: the one-column net has half the kernels in conv1-conv4 but the
+    # full conv5 and fully-connected layers, so that parameter counts stay close.
+    return tuple(f // 2 for f in self.conv_features[:4]) + (self.conv_features[4],)
+
+  @property
+  def fc_widths(self) -> tuple[int, ...]:
+    """Neurons per column, fc6 and fc7."""
+    return tuple(f // 2 for f in self.fc_features) if self.columns == 2 else self.fc_features
 
   @property
   def layers(self) -> tuple[str, ...]:
@@ -97,53 +124,16 @@ class Spec:
     return tuple(name for name in LAYERS if name != self.remove_conv)
 
   @classmethod
-  def from_config(cls, cfg: ml_collections.ConfigDict) -> 'Spec':
+  def from_config(cls, cfg) -> 'Spec':
+    """The Spec of a model ConfigDict (or of a Spec); missing fields take the defaults."""
     if isinstance(cfg, Spec):
       return cfg
-    if cfg.columns not in (1, 2):
-      raise ValueError(f'model.columns must be 1 or 2, got {cfg.columns}.')
-    if cfg.image_size not in (224, 227):
-      raise ValueError(f'model.image_size must be 224 (padded conv1) or 227, got {cfg.image_size}.')
-    if cfg.activation not in ('relu', 'tanh'):
-      raise ValueError(f"model.activation must be 'relu' or 'tanh', got {cfg.activation!r}.")
-    if cfg.dropout_form not in ('paper', 'inverted'):
-      raise ValueError(f"model.dropout_form must be 'paper' or 'inverted', got {cfg.dropout_form!r}.")
-    if not 0.0 <= cfg.dropout_rate < 1.0:
-      raise ValueError(f'model.dropout_rate must be in [0, 1), got {cfg.dropout_rate}.')
-    if cfg.init not in ('paper', 'caffe', 'he'):
-      raise ValueError(f"model.init must be 'paper', 'caffe' or 'he', got {cfg.init!r}.")
-    if cfg.get('remove_conv', '') not in ('', 'conv3', 'conv4', 'conv5'):
-      raise ValueError("model.remove_conv must be '', 'conv3', 'conv4' or 'conv5', got "
-                       f'{cfg.remove_conv!r}.')
-    if cfg.dtype not in ('float32', 'bfloat16'):
-      raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {cfg.dtype!r}.")
-    if cfg.pool_window < 1 or cfg.pool_stride < 1:
-      raise ValueError('model.pool_window and model.pool_stride must be positive.')
-    if cfg.lrn_n < 1 or cfg.lrn_n % 2 == 0:
-      raise ValueError(f'model.lrn_n must be odd and positive, got {cfg.lrn_n}.')
-    conv = tuple(int(f) for f in cfg.conv_features)
-    fc = tuple(int(f) for f in cfg.fc_features)
-    if len(conv) != 5 or len(fc) != 2:
-      raise ValueError('model.conv_features needs 5 entries and model.fc_features 2.')
-    if cfg.columns == 2:
-      if any(f % 2 for f in conv + fc):
-        raise ValueError('With two columns every layer width must be even (half per column).')
-      conv_widths = tuple(f // 2 for f in conv)
-      fc_widths = tuple(f // 2 for f in fc)
-    else:
-      # SPEC.md Sec. 3: the one-column net has half the kernels in conv1-conv4 but the
-      # full conv5 and fully-connected layers, so that parameter counts stay close.
-      conv_widths = tuple(f // 2 for f in conv[:4]) + (conv[4],)
-      fc_widths = fc
-    return cls(
-        num_classes=int(cfg.num_classes), columns=int(cfg.columns),
-        image_size=int(cfg.image_size), conv_widths=conv_widths, fc_widths=fc_widths,
-        activation=cfg.activation, lrn=bool(cfg.lrn), lrn_k=float(cfg.lrn_k),
-        lrn_n=int(cfg.lrn_n), lrn_alpha=float(cfg.lrn_alpha), lrn_beta=float(cfg.lrn_beta),
-        pool_window=int(cfg.pool_window), pool_stride=int(cfg.pool_stride),
-        dropout_rate=float(cfg.dropout_rate), dropout_form=cfg.dropout_form,
-        init=cfg.init, init_std=float(cfg.init_std), dtype=cfg.dtype,
-        remove_conv=cfg.get('remove_conv', ''))
+    return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name in cfg})
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """The paper's network as a ConfigDict; each field can be switched for an ablation."""
+  return ml_collections.ConfigDict(dataclasses.asdict(Spec()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,36 +178,29 @@ def count_params(params) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
-def init_params(rng: jax.Array, cfg) -> Params:
-  """Sec. 5 initialisation: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7.
+_ONE_BIASES = ('conv2', 'conv4', 'conv5', 'fc6', 'fc7')
+
+
+def init_scheme(spec: Spec, name: str, kernel_shape: tuple[int, ...]) -> tuple[float, float]:
+  """(weight std, bias value) of a layer: Sec. 5, weights N(0, 0.01), biases 1 in conv2,
+  conv4, conv5, fc6, fc7 and 0 elsewhere.
 
   "This initialization accelerates the early stages of learning by providing the ReLUs
   with positive inputs." The 'caffe' scheme is bvlc_alexnet's fallback for runs where
   biases of 1 leave the loss flat: std 0.005 in fc6/fc7 and those biases 0.1.
   """
-  s = Spec.from_config(cfg)
-  one_biases = ('conv2', 'conv4', 'conv5', 'fc6', 'fc7')
-  params = {}
-  for i, (name, shapes) in enumerate(param_shapes(s).items()):
-    std = s.init_std
-    bias = 1.0 if name in one_biases else 0.0
-    if s.init == 'caffe' and name in one_biases:
-      bias = 0.1
-      std = 0.005 if name in ('fc6', 'fc7') else std
-    elif s.init == 'he':
-      # Variance-preserving through ReLUs (std sqrt(2 / fan_in); fc8 sqrt(1 / fan_in)),
-      # so a short run learns from its first steps. It assumes unit-scale inputs
-      # (config.data.input_scale = 1/60): with raw 0-255 values conv1's gradients are
-      # ~60x its weights' scale and the first steps diverge.
-      fan_in = int(np.prod(shapes['kernel'][-4:-1] if name.startswith('conv') else shapes['kernel'][-2]))
-      std = float(np.sqrt((1.0 if name == 'fc8' else 2.0) / fan_in))
-      bias = 0.0
-    key = jax.random.fold_in(rng, i)
-    params[name] = {
-        'kernel': std * jax.random.normal(key, shapes['kernel'], jnp.float32),
-        'bias': jnp.full(shapes['bias'], bias, jnp.float32),
-    }
-  return params
+  std, bias = spec.init_std, (1.0 if name in _ONE_BIASES else 0.0)
+  if spec.init == 'caffe' and name in _ONE_BIASES:
+    bias = 0.1
+    std = 0.005 if name in ('fc6', 'fc7') else std
+  elif spec.init == 'he':
+    # Variance-preserving through ReLUs (std sqrt(2 / fan_in); fc8 sqrt(1 / fan_in)),
+    # so a short run learns from its first steps. It assumes unit-scale inputs
+    # (config.data.input_scale = 1/60): with raw 0-255 values conv1's gradients are
+    # ~60x its weights' scale and the first steps diverge.
+    fan_in = int(np.prod(kernel_shape[-4:-1] if name.startswith('conv') else kernel_shape[-2]))
+    std, bias = float(np.sqrt((1.0 if name == 'fc8' else 2.0) / fan_in)), 0.0
+  return std, bias
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,12 +303,8 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int = 1,
   return y + bias.astype(x.dtype)
 
 
-def _same(pad: int):
-  return ((pad, pad), (pad, pad))
-
-
 # ---------------------------------------------------------------------------------------
-# The network
+# The layers as Flax modules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,100 +321,236 @@ class Placement:
   first_example: Any = 0
 
 
-def _dropout(x, rng, spec: Spec, layer_index: int, column, placement: Placement, train: bool):
-  """Sec. 4.2: each hidden neuron's output set to zero with probability `dropout_rate`.
+class ColumnConv(nn.Module):
+  """One convolution per column: kernel [columns, k, k, in, out], bias [columns, out].
+
+  Takes one input per column and returns one output per column (before the activation).
+  Each column is an ungrouped convolution: XLA:CPU runs grouped convolutions (and what
+  vmap over the column axis lowers to) 6-12x slower than the same work ungrouped.
+  """
+  columns: int
+  features: int
+  kernel_size: int
+  std: float
+  bias_init: float
+  stride: int = 1
+  padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, xs: list[jax.Array]) -> list[jax.Array]:
+    k = self.kernel_size
+    kernel = self.param('kernel', nn.initializers.normal(self.std),
+                        (self.columns, k, k, xs[0].shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.constant(self.bias_init),
+                      (self.columns, self.features))
+    return [conv(x.astype(self.dtype), kernel[c], bias[c], stride=self.stride,
+                 padding=self.padding) for c, x in enumerate(xs)]
+
+
+class ColumnDense(nn.Module):
+  """One fully connected layer per column, all reading the same input x:
+  kernel [columns, in, out], bias [columns, out]; returns one output per column."""
+  columns: int
+  features: int
+  std: float
+  bias_init: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> list[jax.Array]:
+    kernel = self.param('kernel', nn.initializers.normal(self.std),
+                        (self.columns, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.constant(self.bias_init),
+                      (self.columns, self.features))
+    x = x.astype(self.dtype)
+    return [jnp.dot(x, kernel[c].astype(self.dtype)) + bias[c].astype(self.dtype)
+            for c in range(self.columns)]
+
+
+class LocalResponseNorm(nn.Module):
+  """Sec. 3.3 across the channels of one column (see `local_response_norm`)."""
+  k: float
+  n: int
+  alpha: float
+  beta: float
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return local_response_norm(x, k=self.k, n=self.n, alpha=self.alpha, beta=self.beta)
+
+
+class MaxPool(nn.Module):
+  """Sec. 3.4 max pooling with the fast gradient of `max_pool`."""
+  window: int
+  stride: int
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return max_pool(x, self.window, self.stride)
+
+
+class ColumnDropout(nn.Module):
+  """Sec. 4.2: each hidden neuron's output set to zero with probability `rate`.
 
   'paper' form: no rescale while training and outputs multiplied by (1 - rate) at test;
-  'inverted': divide by (1 - rate) while training, identity at test. The mask for
-  example e, column c is drawn from fold_in(rng, layer, c, e): independent of how the
-  batch and the columns are split across devices.
+  'inverted': divide by (1 - rate) while training, identity at test. The mask of example
+  e in column c comes from fold_in(fold_in(key, c), e), with `key` this module's
+  'dropout' rng (the same on every device): independent of how the batch and the columns
+  are split across devices.
   """
-  keep = 1.0 - spec.dropout_rate
-  if not train:
-    return x * keep if spec.dropout_form == 'paper' else x
-  if spec.dropout_rate == 0.0:
-    return x
-  key = jax.random.fold_in(jax.random.fold_in(rng, layer_index), column)
-  examples = placement.first_example + jnp.arange(x.shape[0])
-  mask = jax.vmap(lambda e: jax.random.bernoulli(jax.random.fold_in(key, e), keep, x.shape[1:]))(examples)
-  x = jnp.where(mask, x, jnp.zeros_like(x))
-  return x / keep if spec.dropout_form == 'inverted' else x
+  rate: float
+  form: str = 'paper'
+  placement: Placement = Placement()
+
+  @nn.compact
+  def __call__(self, xs: list[jax.Array], *, train: bool) -> list[jax.Array]:
+    keep = 1.0 - self.rate
+    placement = self.placement
+    if not train:
+      return [x * keep if self.form == 'paper' else x for x in xs]
+    if self.rate == 0.0:
+      return xs
+    key = self.make_rng('dropout')
+    out = []
+    for c, x in enumerate(xs):
+      column_key = jax.random.fold_in(key, placement.first_column + c)
+      examples = placement.first_example + jnp.arange(x.shape[0])
+      mask = jax.vmap(lambda e: jax.random.bernoulli(  # pylint: disable=cell-var-from-loop
+          jax.random.fold_in(column_key, e), keep, x.shape[1:]))(examples)
+      x = jnp.where(mask, x, jnp.zeros_like(x))
+      out.append(x / keep if self.form == 'inverted' else x)
+    return out
+
+
+def _same(pad: int):
+  return ((pad, pad), (pad, pad))
+
+
+# ---------------------------------------------------------------------------------------
+# The network
+
+
+class AlexNet(nn.Module):
+  """The two-column network of Fig. 2 (or an ablation of it) from a model config.
+
+  config: a model ConfigDict (`model_config()`) or its `Spec`.
+  columns_here: the columns whose parameters this computation holds (all of them by
+    default; one per device when `alexnet_jax.parallel` splits the columns over devices).
+
+  __call__(images, train=False, layer=None, placement=Placement()) returns the logits
+  [N, num_classes] in float32, or `layer`'s activations (both columns, column 0 first).
+  Dropout (train=True) draws from the 'dropout' rng: `rngs={'dropout': key}`.
+  """
+  config: Any
+  columns_here: int | None = None
+
+  def __post_init__(self):
+    # Validated once, and hashable from here on.
+    object.__setattr__(self, 'config', Spec.from_config(self.config))
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool = False, layer: str | None = None,
+               placement: Placement = Placement()) -> jax.Array:
+    spec = self.config
+    dtype = jnp.dtype(spec.dtype)
+    act = jax.nn.relu if spec.activation == 'relu' else jnp.tanh
+    columns = self.columns_here or spec.columns
+    shapes = param_shapes(spec)
+
+    def column_conv(name, features, kernel_size, **kw):
+      std, bias = init_scheme(spec, name, shapes[name]['kernel'])
+      return ColumnConv(columns, features, kernel_size, std, bias, dtype=dtype, name=name, **kw)
+
+    def lrn(xs, name):
+      if not spec.lrn:
+        return xs
+      norm = LocalResponseNorm(spec.lrn_k, spec.lrn_n, spec.lrn_alpha, spec.lrn_beta, name=name)
+      return [norm(x) for x in xs]
+
+    def pool(xs, name):
+      pooling = MaxPool(spec.pool_window, spec.pool_stride, name=name)
+      return [pooling(x) for x in xs]
+
+    def both(xs):  # Every column's activations, column 0 first.
+      return placement.gather(jnp.concatenate(xs, axis=-1))
+
+    found = {}
+
+    def reached(name, xs):
+      if layer == name:
+        found[name] = both(xs)
+      return layer == name
+
+    w1, w2, w3, w4, w5 = spec.conv_widths
+    pad1 = conv1_padding(spec.image_size)
+    # conv1 and conv2 (Fig. 2): each column reads the image, then only its own maps.
+    h = [act(y) for y in column_conv('conv1', w1, 11, stride=4, padding=(pad1, pad1))(
+        [images] * columns)]
+    if reached('conv1', h): return found['conv1']
+    h = lrn(h, 'lrn1')
+    if reached('lrn1', h): return found['lrn1']
+    h = pool(h, 'pool1')
+    if reached('pool1', h): return found['pool1']
+    h = [act(y) for y in column_conv('conv2', w2, 5, padding=_same(2))(h)]
+    if reached('conv2', h): return found['conv2']
+    h = lrn(h, 'lrn2')
+    if reached('lrn2', h): return found['lrn2']
+    h = pool(h, 'pool2')
+    if reached('pool2', h): return found['pool2']
+    # conv3 reads both columns; conv4 and conv5 only their own.
+    x = both(h)
+    h = None
+    for name, width in (('conv3', w3), ('conv4', w4), ('conv5', w5)):
+      if name == spec.remove_conv:
+        continue
+      inputs = [x] * columns if h is None else h
+      h = [act(y) for y in column_conv(name, width, 3, padding=_same(1))(inputs)]
+      if reached(name, h): return found[name]
+    h = pool(h, 'pool5')
+    if reached('pool5', h): return found['pool5']
+    # fc6 and fc7 read both columns. Flattening (H, W, C) after the gather puts column 0's
+    # channels first at every position, as the documented fc6 layout says.
+    x = both(h)
+    x = x.reshape(x.shape[0], -1)
+    for (name, dropout), width in zip((('fc6', 'dropout6'), ('fc7', 'dropout7')), spec.fc_widths):
+      std, bias = init_scheme(spec, name, shapes[name]['kernel'])
+      h = [act(y) for y in ColumnDense(columns, width, std, bias, dtype=dtype, name=name)(x)]
+      h = ColumnDropout(spec.dropout_rate, spec.dropout_form, placement, name=dropout)(
+          h, train=train)
+      if reached(name, h): return found[name]
+      x = both(h)
+    # fc8: one layer reading both halves of fc7 (original code), the same on every device.
+    std, bias = init_scheme(spec, 'fc8', shapes['fc8']['kernel'])
+    logits = nn.Dense(spec.num_classes, dtype=dtype, param_dtype=jnp.float32,
+                      kernel_init=nn.initializers.normal(std),
+                      bias_init=nn.initializers.constant(bias), name='fc8')(x)
+    return logits.astype(jnp.float32)
 
 
 def forward(params: Params, images: jax.Array, spec: Spec, *, train: bool = False,
             rng: jax.Array | None = None, layer: str | None = None,
             placement: Placement = Placement()) -> jax.Array:
-  """The network on the columns present in `params` (all of them, or one per device).
+  """`AlexNet` on the columns present in `params` (all of them, or this device's).
 
   No validation and no jit: `apply` is the checked entry point, and
   `alexnet_jax.parallel` calls this inside `jax.shard_map`.
   """
-  dtype = jnp.dtype(spec.dtype)
-  act = jax.nn.relu if spec.activation == 'relu' else jnp.tanh
-  local_columns = params['conv1']['kernel'].shape[0]
-  columns = range(local_columns)
+  net = AlexNet(spec, columns_here=params['conv1']['kernel'].shape[0])
+  return net.apply({'params': params}, images, train=train, layer=layer, placement=placement,
+                   rngs=None if rng is None else {'dropout': rng})
 
-  def lrn(x):
-    if not spec.lrn:
-      return x
-    return local_response_norm(x, k=spec.lrn_k, n=spec.lrn_n, alpha=spec.lrn_alpha, beta=spec.lrn_beta)
 
-  def pool(x):
-    return max_pool(x, spec.pool_window, spec.pool_stride)
+@functools.partial(jax.jit, static_argnums=1)
+def _init(rng, spec):
+  # The forward pass that init traces is dead code here: XLA drops it.
+  images = jnp.zeros((1, spec.image_size, spec.image_size, 3), jnp.float32)
+  return AlexNet(spec).init({'params': rng}, images)['params']
 
-  def col(name, c):
-    return params[name]['kernel'][c], params[name]['bias'][c]
 
-  def both(xs):  # Every column's activations, column 0 first.
-    return placement.gather(jnp.concatenate(xs, axis=-1))
-
-  found = {}
-
-  def reached(name, xs):
-    if layer == name:
-      found[name] = both(xs)
-    return layer == name
-
-  x = images.astype(dtype)
-  pad1 = conv1_padding(spec.image_size)
-  # conv1 and conv2 (Fig. 2): each column reads the image, then only its own maps.
-  h = [act(conv(x, *col('conv1', c), stride=4, padding=(pad1, pad1))) for c in columns]
-  if reached('conv1', h): return found['conv1']
-  h = [lrn(y) for y in h]
-  if reached('lrn1', h): return found['lrn1']
-  h = [pool(y) for y in h]
-  if reached('pool1', h): return found['pool1']
-  h = [act(conv(y, *col('conv2', c), padding=_same(2))) for c, y in zip(columns, h)]
-  if reached('conv2', h): return found['conv2']
-  h = [lrn(y) for y in h]
-  if reached('lrn2', h): return found['lrn2']
-  h = [pool(y) for y in h]
-  if reached('pool2', h): return found['pool2']
-  # conv3 reads both columns; conv4 and conv5 only their own.
-  x = both(h)
-  h = None
-  for name in ('conv3', 'conv4', 'conv5'):
-    if name == spec.remove_conv:
-      continue
-    inputs = [x] * local_columns if h is None else h
-    h = [act(conv(y, *col(name, c), padding=_same(1))) for c, y in zip(columns, inputs)]
-    if reached(name, h): return found[name]
-  h = [pool(y) for y in h]
-  if reached('pool5', h): return found['pool5']
-  # fc6 and fc7 read both columns. Flattening (H, W, C) after the gather puts column 0's
-  # channels first at every position, as the documented fc6 layout says.
-  x = both(h)
-  x = x.reshape(x.shape[0], -1)
-  for layer_index, name in ((6, 'fc6'), (7, 'fc7')):
-    h = []
-    for c in columns:
-      kernel, bias = col(name, c)
-      y = act(jnp.dot(x, kernel.astype(dtype)) + bias.astype(dtype))
-      h.append(_dropout(y, rng, spec, layer_index, placement.first_column + c, placement, train))
-    if reached(name, h): return found[name]
-    x = both(h)
-  logits = jnp.dot(x, params['fc8']['kernel'].astype(dtype)) + params['fc8']['bias'].astype(dtype)
-  return logits.astype(jnp.float32)
+def init_params(rng: jax.Array, cfg) -> Params:
+  """`AlexNet(cfg).init(rng, images)['params']`: Sec. 5's initialisation (`init_scheme`)
+  in the documented layout (`param_shapes`)."""
+  return _init(rng, Spec.from_config(cfg))
 
 
 # ---------------------------------------------------------------------------------------

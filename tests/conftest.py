@@ -34,3 +34,26 @@ Image.init()  # PIL's format plugins, otherwise loaded by the first image opened
 for _module in pkgutil.iter_modules(tf_data_ops.__path__):  # tf.data loads each op on first use.
   importlib.import_module(f'{tf_data_ops.__name__}.{_module.name}')
 jax.jit(lambda x: x + 1)(1.0)  # The first lowering loads jaxlib's MLIR dialects.
+
+
+# ------------------------------------------------------------------------ shared fixtures
+import ml_collections  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _small_model_config(**overrides) -> ml_collections.ConfigDict:
+  """The paper's network with narrow layers: same structure and 224 input, fast to run."""
+  import alexnet_jax as _alexnet_jax  # pylint: disable=g-import-not-at-top
+  cfg = _alexnet_jax.model_config()
+  cfg.conv_features = (8, 16, 24, 24, 16)
+  cfg.fc_features = (32, 32)
+  cfg.num_classes = 10
+  for k, v in overrides.items():
+    setattr(cfg, k, v)
+  return cfg
+
+
+@pytest.fixture
+def small_model_config():
+  """A factory: small_model_config(**overrides) -> a narrow model config."""
+  return _small_model_config
