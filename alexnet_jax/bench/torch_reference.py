@@ -4,7 +4,13 @@ Only `python -m alexnet_jax.bench --torch` imports this module (torch is optiona
 never part of the tests). The layer shapes are those of alexnet_jax.model: two columns,
 conv1 padded (0, 3) to give 55x55, LRN within each column with the paper's formula,
 3/2 max-pooling, conv3 and the fc layers reading both columns, dropout 0.5, and SGD
-with momentum 0.9 and weight decay 5e-4 (Sec. 5).
+with momentum 0.9 and weight decay 5e-4 (Sec. 5). Two formulations of that computation:
+
+  'grouped'        the fastest PyTorch form: one convolution where both columns read the
+                   same input (conv1, conv3), groups=2 where each column reads only its
+                   own (conv2, conv4, conv5), one matmul per fully connected layer (each
+                   reads both columns), LRN within each column as one call.
+  'split_columns'  every layer split into per-column modules, as the JAX code is written.
 """
 
 from __future__ import annotations
@@ -20,19 +26,61 @@ except ImportError as e:  # pragma: no cover - depends on the environment.
 
 from alexnet_jax import model
 
+FORMULATIONS = ('grouped', 'split_columns')
 
-class TwoColumnAlexNet(nn.Module):
+
+def _lrn(spec):
+  # nn.LocalResponseNorm computes alpha / n * sum: pass alpha * n for the paper's formula.
+  return nn.LocalResponseNorm(spec.lrn_n, alpha=spec.lrn_alpha * spec.lrn_n, beta=spec.lrn_beta,
+                              k=spec.lrn_k)
+
+
+class ColumnLRN(nn.Module):
+  """LRN within each column's channels: [N, 2C, H, W] viewed as [2N, C, H, W]."""
+
+  def __init__(self, spec):
+    super().__init__()
+    self.lrn = _lrn(spec)
+
+  def forward(self, x):
+    n, c, h, w = x.shape
+    return self.lrn(x.reshape(2 * n, c // 2, h, w)).reshape(n, c, h, w)
+
+
+class GroupedAlexNet(nn.Module):
+  """The two-column network with grouped convolutions and whole-layer matmuls."""
 
   def __init__(self, spec: model.Spec):
     super().__init__()
-    if spec.columns != 2:
-      raise ValueError('The PyTorch reference is the two-column network only.')
     w1, w2, w3, w4, w5 = spec.conv_widths
     f6, f7 = spec.fc_widths
     pad_after = model.conv1_padding(spec.image_size)[1]
-    # nn.LocalResponseNorm computes alpha / n * sum: pass alpha * n for the paper's formula.
-    lrn = lambda: nn.LocalResponseNorm(spec.lrn_n, alpha=spec.lrn_alpha * spec.lrn_n,
-                                       beta=spec.lrn_beta, k=spec.lrn_k)
+    pool = lambda: nn.MaxPool2d(spec.pool_window, spec.pool_stride)
+    self.features = nn.Sequential(
+        nn.ZeroPad2d((0, pad_after, 0, pad_after)),
+        nn.Conv2d(3, 2 * w1, 11, stride=4), nn.ReLU(), ColumnLRN(spec), pool(),
+        nn.Conv2d(2 * w1, 2 * w2, 5, padding=2, groups=2), nn.ReLU(), ColumnLRN(spec), pool(),
+        nn.Conv2d(2 * w2, 2 * w3, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(2 * w3, 2 * w4, 3, padding=1, groups=2), nn.ReLU(),
+        nn.Conv2d(2 * w4, 2 * w5, 3, padding=1, groups=2), nn.ReLU(), pool())
+    self.classifier = nn.Sequential(
+        nn.Linear(6 * 6 * 2 * w5, 2 * f6), nn.ReLU(), nn.Dropout(spec.dropout_rate),
+        nn.Linear(2 * f6, 2 * f7), nn.ReLU(), nn.Dropout(spec.dropout_rate),
+        nn.Linear(2 * f7, spec.num_classes))
+
+  def forward(self, x):
+    return self.classifier(self.features(x).flatten(1))
+
+
+class TwoColumnAlexNet(nn.Module):
+  """The two-column network with every layer split into per-column modules."""
+
+  def __init__(self, spec: model.Spec):
+    super().__init__()
+    w1, w2, w3, w4, w5 = spec.conv_widths
+    f6, f7 = spec.fc_widths
+    pad_after = model.conv1_padding(spec.image_size)[1]
+    lrn = lambda: _lrn(spec)
     pool = lambda: nn.MaxPool2d(spec.pool_window, spec.pool_stride)
     self.pad1 = nn.ZeroPad2d((0, pad_after, 0, pad_after))  # (left, right, top, bottom).
     self.lower = nn.ModuleList([
@@ -58,11 +106,14 @@ class TwoColumnAlexNet(nn.Module):
     return self.fc8(x)
 
 
-def run(config, *, batch_size: int, steps: int, warmup: int = 2) -> dict:
+def run(config, *, batch_size: int, steps: int, warmup: int = 2,
+        formulation: str = 'grouped') -> dict:
   """Median time of `steps` SGD steps (after `warmup`) on random NCHW input, on CPU."""
   spec = model.Spec.from_config(config.model)
+  if spec.columns != 2:
+    raise ValueError('The PyTorch reference is the two-column network only.')
   torch.manual_seed(0)
-  net = TwoColumnAlexNet(spec)
+  net = {'grouped': GroupedAlexNet, 'split_columns': TwoColumnAlexNet}[formulation](spec)
   with torch.no_grad():
     for p in net.parameters():
       p.normal_(0.0, spec.init_std)
@@ -89,6 +140,7 @@ def run(config, *, batch_size: int, steps: int, warmup: int = 2) -> dict:
     times.append(time.perf_counter() - start)
   median = statistics.median(times)
   return {
+      'formulation': formulation,
       'torch_version': torch.__version__,
       'torch_threads': torch.get_num_threads(),
       'batch_size': batch_size,
