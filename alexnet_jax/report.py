@@ -1,13 +1,13 @@
-"""The results table: each run's validation error beside the paper's number (SPEC.md).
+"""The results table: each run's validation error beside the paper's number (Table 2, Sec. 3-7).
 
   python -m alexnet_jax.report runs/paper runs/paper_no_lrn ... [--output=report.md]
 
 Each run directory holds config.json, metrics.jsonl and eval.json (train.py writes them).
-A run is identified by diffing its config against configs/paper.get_config(): the paper's
-run (Table 2, "1 CNN": 40.7% / 18.2% val top-1 / top-5, 10 views) or one of its
-ablations, each compared with the effect the paper reports. A run whose last logged epoch
-is short of its config's num_epochs, or that has no eval.json, is marked incomplete and
-its numbers are never shown as final.
+A run is identified by diffing its config against alexnet_jax.config.paper_config() (what
+configs/paper.py gives): the paper's run (Table 2, "1 CNN": 40.7% / 18.2% val top-1 /
+top-5, 10 views) or one of its ablations, each compared with the effect the paper reports.
+A run whose last logged epoch is short of its config's num_epochs, or that has no
+eval.json, is marked incomplete and its numbers are never shown as final.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from absl import app, flags
 
-from configs import paper
+from alexnet_jax import config as configs_lib
 
 # Table 2, "1 CNN": ILSVRC-2012 validation top-1 / top-5 error (%).
 PAPER_ONE_CNN = (40.7, 18.2)
@@ -30,7 +30,7 @@ PAPER_ONE_CNN = (40.7, 18.2)
 class Ablation:
   field: str  # Dotted config path.
   name: str
-  effect: str  # The paper's reported change in error, as SPEC.md gives it.
+  effect: str  # The paper's reported change in error, in the section named by `name`.
   top1: float | None  # The same, as numbers (percentage points), where the paper gives them.
   top5: float | None
 
@@ -72,7 +72,7 @@ def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
 
 
 def paper_config() -> dict:
-  return json.loads(paper.get_config().to_json())
+  return json.loads(configs_lib.paper_config().to_json())
 
 
 def differences(config: dict, reference: dict) -> dict[str, tuple[Any, Any]]:

@@ -1,4 +1,4 @@
-"""Ablation of the paper config: one field differs (SPEC.md)."""
+"""Ablation of the paper config (configs/paper.py): one field of the experiment differs."""
 
 from configs import paper
 

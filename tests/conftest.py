@@ -22,6 +22,7 @@ from tensorflow.python.data import ops as tf_data_ops  # noqa: E402
 from alexnet_jax import (  # noqa: E402,F401  Imported lazily elsewhere: demo_dataset, prepare, checkpoints.
     checkpoints, cifar10, demo_dataset, evaluate, figures, input_pipeline, metrics, prepare,
     report, stats, train)
+from configs import default as _configs_default  # noqa: E402,F401  The tests' configs/ files.
 
 _ = tfds.testing.mock_data  # tfds.testing resolves its submodules on first use.
 with tempfile.TemporaryDirectory() as _tmp:  # A first scalar imports TensorBoard and fsspec.

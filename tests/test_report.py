@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from alexnet_jax import report
-from configs import paper
+from configs import default, paper
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,3 +106,30 @@ def test_command_writes_the_same_table(tmp_path):
     written = f.read()
   assert written.strip() == done.stdout.strip()
   assert written.strip() == report.table([report.read_run(p) for p in paths])
+
+
+OUTSIDE = '''
+import importlib.util, json
+import alexnet_jax.bench.__main__ as bench
+from alexnet_jax import report
+print(json.dumps({
+    'configs_on_path': importlib.util.find_spec('configs') is not None,
+    'paper': report.paper_config(),
+    'bench': json.loads(bench._config(bench._parse([])).to_json()),
+}))
+'''
+
+
+def test_report_and_bench_read_the_configs_from_any_directory(tmp_path):
+  # Outside the repository (no configs/ on sys.path), as an installed package is run.
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  done = subprocess.run([sys.executable, '-c', OUTSIDE], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  got = json.loads(done.stdout.strip().splitlines()[-1])
+  assert not got['configs_on_path']  # Otherwise this would not test anything.
+  assert got['paper'] == json.loads(paper.get_config().to_json())
+  # The bench's config is configs/default.py's with its command-line defaults applied.
+  want = default.get_config()
+  want.batch_size, want.model.dtype, want.mesh.data, want.mesh.model = 32, 'float32', 1, 1
+  assert got['bench'] == json.loads(want.to_json())

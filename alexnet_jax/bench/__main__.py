@@ -38,8 +38,8 @@ def _parse(argv):
 
 
 def _config(args):
-  from configs import default
-  config = default.get_config()
+  from alexnet_jax import config as configs_lib
+  config = configs_lib.default_config()
   config.batch_size = args.batch_size
   config.model.dtype = args.dtype
   config.mesh.data = args.mesh_data
@@ -85,12 +85,7 @@ def _print_step(r, torch_r):
 
 
 def _run_input(config, args) -> list:
-  try:
-    from alexnet_jax.bench import input as input_bench
-    run = input_bench.run
-  except (ImportError, AttributeError) as e:
-    print(f'input benchmark skipped: alexnet_jax.bench.input.run is not available ({e}).')
-    return []
+  from alexnet_jax.bench.input import run
   results = []
   print('\n== input pipeline ==')
   for jpeg_size in ((500, 375), (256, 256)):
