@@ -10,7 +10,7 @@ by the learning rate after the momentum trace instead, which gives a different s
 whenever the learning rate changes (right after each drop it keeps moving with the old,
 10x larger velocity for a while). `paper_sgd` is the paper's rule:
 
-  add_decayed_weights -> bias multiplier -> plateau scale -> -lr -> trace(momentum)
+  add_decayed_weights -> masked(scale) on biases -> plateau scale -> -lr -> trace(momentum)
 
 The plateau stage multiplies the step by a scale held in the optimizer state. It is
 changed only on the host, between epochs, by `plateau_update` (Sec. 5: "divide the
@@ -42,6 +42,14 @@ class PlateauState(NamedTuple):
   num_decays: jax.Array  # Decays so far.
 
 
+# Hand-written, because optax's plateau tools do not fit Sec. 5's rule as run here.
+# optax.contrib.reduce_on_plateau (0.2.8) changes its scale inside `update` from a `value`
+# passed to every update call (the train step has none; this schedule moves once per
+# validation evaluation, on the host); it rejects rtol = atol = 0, i.e. the default
+# plateau_min_delta = 0 (any lower error is an improvement), and factor = 1; and it has no
+# count of decays (max_decays, Sec. 5's "three times"), only a floor on the scale.
+# optax.inject_hyperparams could hold the scale, but not best/num_bad/num_decays, which
+# must be in the checkpoint beside it for an exact resume.
 def plateau_scale() -> optax.GradientTransformation:
   """A stage multiplying updates by `PlateauState.scale`; only `plateau_update` changes it."""
 
@@ -76,16 +84,9 @@ def all_leaves(params) -> Any:
   return jax.tree.map(lambda _: True, params)
 
 
-def scale_biases(multiplier: float) -> optax.GradientTransformation:
-  """Multiplies the updates of leaves under a 'bias' key (original code: 2x bias rate)."""
-
-  def update_fn(updates, state, params=None):
-    del params
-    updates = jax.tree_util.tree_map_with_path(
-        lambda p, u: u * jnp.asarray(multiplier, u.dtype) if _is_bias(p) else u, updates)
-    return updates, state
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+def biases_only(params) -> Any:
+  """Mask: True for the leaves under a 'bias' key."""
+  return jax.tree_util.tree_map_with_path(lambda p, _: _is_bias(p), params)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -120,8 +121,9 @@ def paper_sgd(learning_rate: Schedule,
     decay_mask = kernels_only
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask=decay_mask),
-      # Present even at 1.0 so that the state's structure never depends on the config.
-      scale_biases(bias_lr_multiplier),
+      # The original code's bias rate. Present even at 1.0 so that the state's structure
+      # never depends on the config.
+      optax.masked(optax.scale(bias_lr_multiplier), biases_only),
       plateau_scale(),
       # flip_sign: the velocity points down the gradient.
       optax.scale_by_learning_rate(learning_rate),
