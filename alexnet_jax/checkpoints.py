@@ -4,10 +4,13 @@ Layout on disk (one orbax CheckpointManager under `<workdir>/checkpoints`):
 
   <workdir>/checkpoints/<step>/state/   the training state, an orbax PyTree (OCDBT):
       {'params':    {'conv1': {'kernel', 'bias'}, ..., 'fc8': {...}},
-       'opt_state': the optax state of alexnet_jax.optim (plateau scale included),
+       'opt_state': the optax state of alexnet_jax.optim.paper_sgd: the momentum
+                    velocity, the update count, and the plateau stage's PlateauState
+                    (scale, best error, evaluations without improvement, decays),
        'rng':       uint32 key data (jax.random.key_data) of the run's key,
        'step':      int32 scalar, the number of updates done}
-  <workdir>/checkpoints/<step>/meta/    a small JSON dict (config snapshot, epoch, metrics).
+  <workdir>/checkpoints/<step>/meta/    a small JSON dict that train.py writes: step, epoch,
+                                        the config (as JSON text) and the devices.
 
 Typed PRNG keys cannot be written by orbax, so `Checkpoints.save` writes any typed key
 array it meets as its key data, and `Checkpoints.restore` wraps it back into a key
@@ -199,7 +202,10 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
                             'pass the checkpoints/<step> directory the run wrote.')
   # The manager training writes with, on the step's parent: it reads the step's own metadata
   # (a checkpointer on state/ alone looks for it there and warns). Both items are registered
-  # so that orbax does not warn about `meta`; create=False writes nothing.
+  # so that orbax does not warn about `meta`; create=False writes nothing. `state` is read
+  # with the PyTree handler (the Standard handler training saves with is a thin wrapper
+  # over it, same files) because its PyTreeRestore can read the params alone
+  # (partial_restore), not the optimizer state beside them.
   try:
     manager = ocp.CheckpointManager(
         step_dir.parent, options=ocp.CheckpointManagerOptions(create=False),
