@@ -11,6 +11,7 @@ dropout, every layout computes the same update, up to float32 summation order.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -170,3 +171,48 @@ def _model_config(config_file):
   sys.path.insert(0, REPO)
   spec.loader.exec_module(module)
   return module.get_config().model
+
+
+DETECT = """
+import jax
+from alexnet_jax import distributed
+joined = distributed.initialize()
+print(joined, jax.distributed.is_initialized(), jax.process_count(), jax.process_index())
+"""
+
+
+def _no_cluster_env():
+  return {k: v for k, v in _env(1).items()
+          if not k.startswith(('SLURM_', 'OMPI_', 'PMI_', 'JAX_COORDINATOR', 'KUBERNETES_'))}
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_no_detected_cluster_is_one_process_without_jax_distributed():
+  done = subprocess.run([sys.executable, '-c', DETECT], cwd=REPO, env=_no_cluster_env(),
+                        capture_output=True, text=True, timeout=TIMEOUT)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.split()[-4:] == ['False', 'False', '1', '0']
+
+
+@pytest.mark.parametrize('ntasks', [1, 2])
+def test_a_detected_slurm_job_step_is_joined(ntasks):
+  # Each task of `srun -n N` as SLURM describes it: JAX's own detection, through the
+  # public jax.distributed.initialize(), finds the job step and its processes.
+  port = str(_free_port())
+  procs = [subprocess.Popen(
+      [sys.executable, '-c', DETECT], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, env=dict(_no_cluster_env(), SLURM_JOB_ID='7', SLURM_STEP_NODELIST='localhost',
+                          SLURM_NTASKS=str(ntasks), SLURM_PROCID=str(i), SLURM_LOCALID=str(i),
+                          JAX_COORDINATOR_PORT=port))
+           for i in range(ntasks)]
+  for i, proc in enumerate(procs):
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err[-3000:]
+    # One task is joined as JAX does it, but is not a multi-process run.
+    assert out.split()[-4:] == [str(ntasks > 1), 'True', str(ntasks), str(i)]
+
