@@ -118,8 +118,9 @@ def train_errors(config, activation: str, images, labels) -> list[float]:
   """Training error of each epoch for one activation."""
   batch_size = min(config.batch_size, len(images))
   steps = len(images) // batch_size  # Whole batches only: one compiled shape.
-  # With a constant learning rate optax's momentum equals Sec. 5's rule (SPEC.md: they
-  # differ only when the rate changes); no weight decay, as Fig. 1 uses no regularisation.
+  # With a constant learning rate optax's momentum equals Sec. 5's rule (they differ only
+  # when the rate changes: alexnet_jax.optim); no weight decay, as Fig. 1 uses no
+  # regularisation.
   tx = optax.sgd(config.learning_rate[activation], momentum=config.momentum)
   params = init_params(jax.random.key(config.seed), config)
   opt_state = tx.init(params)

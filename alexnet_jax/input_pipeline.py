@@ -47,16 +47,16 @@ except (ValueError, RuntimeError):  # No TPU device type registered in this TF b
 
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-# Sec. 2 / SPEC.md: per-channel ImageNet mean on the 0-255 scale, used (broadcast to
-# 256x256) until a stats file exists.
+# Sec. 2's mean image reduced to ImageNet's usual per-channel mean on the 0-255 scale, used
+# (broadcast to 256x256) only with config.data.statistics='imagenet' (README, Data).
 IMAGENET_RGB_MEAN = np.array([123.68, 116.78, 103.94], np.float32)
-# Sec. 4.1 / SPEC.md: the widely used ImageNet RGB eigen-decomposition on the [0, 1] scale;
+# Sec. 4.1: the widely used ImageNet RGB eigen-decomposition on the [0, 1] scale;
 # columns of IMAGENET_EIGVEC are the eigenvectors.
 IMAGENET_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 IMAGENET_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5808, -0.0045, -0.8140],
                             [-0.5836, -0.6948, 0.4203]], np.float32)
-# The released code's variant (SPEC.md): standard deviations on the 0-255 scale and their
+# The released code's variant (README, Data): standard deviations on the 0-255 scale and their
 # eigenvectors (columns), the shift divided by 1.1.
 ORIGINAL_STDDEV = np.array([121.78, 37.09, 19.72], np.float32)
 ORIGINAL_EIGVEC = np.array([[-0.564, -0.576, -0.592],

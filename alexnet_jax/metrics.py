@@ -1,6 +1,12 @@
-"""Where training's numbers go: console lines with images/s and ETA, metrics.jsonl, TensorBoard.
+"""Where training's numbers go, and the figures its console lines show.
 
-Only process 0 writes (the others compute the same global metrics).
+- `Writer`: one JSON object per line to DIR/metrics.jsonl, mirrored to TensorBoard under
+  DIR/tensorboard; `drop_after` removes a resumed run's rows that it will log again.
+- `Throughput`: images/s and ETA since the last report, for train.py's console lines.
+- `Progress`: a one-line progress bar on stderr (evaluation, the statistics pass).
+
+`Writer` and `Progress` write only when `enabled`: the callers enable them on process 0
+alone (the other processes compute the same global metrics).
 """
 
 from __future__ import annotations

@@ -77,9 +77,8 @@ def main(argv):
 if __name__ == '__main__':
   # Flags are defined only when run as a program, so the module imports cleanly
   # next to other programs' --config flag.
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.',
-                                            lock_config=True)
-  _QUALITY = flags.DEFINE_integer('jpeg_quality', 90, 'JPEG quality of the stored copy.')
-  _SHARD = flags.DEFINE_integer('examples_per_shard', 1024, 'Examples per TFRecord file.')
+  config_flags.DEFINE_config_file('config', None, 'Configuration file.', lock_config=True)
+  flags.DEFINE_integer('jpeg_quality', 90, 'JPEG quality of the stored copy.')
+  flags.DEFINE_integer('examples_per_shard', 1024, 'Examples per TFRecord file.')
   flags.mark_flags_as_required(['config'])
   app.run(main)

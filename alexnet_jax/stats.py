@@ -5,7 +5,7 @@ One streaming pass over a uniformly random subset of the training split (all of 
 and centre-cropped to 256x256 as in Sec. 2, computes
   mean_image  [256, 256, 3] the per-pixel mean on the 0-255 scale (Sec. 2),
   rgb_cov     [3, 3] covariance of RGB pixel values over all pixels of all images, on the
-              [0, 1] scale (Sec. 4.1's PCA; SPEC's "widely used" values are on this scale),
+              [0, 1] scale (Sec. 4.1's PCA; the widely used ImageNet values are on this scale),
   eigval      [3] its eigenvalues, largest first, and eigvec [3, 3] the eigenvectors (columns),
 and writes them, with num_examples and the identity of the data they came from, to
 `input_pipeline.stats_path(config.data)`. The main job runs this by itself when that file
@@ -98,7 +98,6 @@ def main(argv):
 if __name__ == '__main__':
   # Flags are defined only when run as a program, so the module imports cleanly
   # next to other programs' --config flag.
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.',
-                                            lock_config=True)
+  config_flags.DEFINE_config_file('config', None, 'Configuration file.', lock_config=True)
   flags.mark_flags_as_required(['config'])
   app.run(main)
