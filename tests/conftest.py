@@ -58,3 +58,64 @@ def _small_model_config(**overrides) -> ml_collections.ConfigDict:
 def small_model_config():
   """A factory: small_model_config(**overrides) -> a narrow model config."""
   return _small_model_config
+
+
+def _write_dark_and_bright(root, per_class: dict) -> str:
+  """Two classes a network tells apart at once: dark and bright noisy 256x256 images,
+  `per_class[split]` of each, as root/<split>/<class>/<i>.png."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for split, count in per_class.items():
+    for name, level in (('dark', 50), ('bright', 200)):
+      os.makedirs(root / split / name)
+      for i in range(count):
+        pixels = np.clip(rng.normal(level, 25, size=(256, 256, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / split / name / f'{i}.png')
+  return str(root)
+
+
+@pytest.fixture(scope='session')
+def write_dark_and_bright():
+  """A helper: write_dark_and_bright(root, {'train': n, ...}) writes the image folder."""
+  return _write_dark_and_bright
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  """A dark/bright image folder (12 train, 7 val images per class), one per test module."""
+  return _write_dark_and_bright(tmp_path_factory.mktemp('folder'), {'train': 12, 'val': 7})
+
+
+def _tiny_config(folder, **overrides) -> ml_collections.ConfigDict:
+  """configs/default.py's run on `folder` with a narrow network: 6 steps per epoch, 2
+  epochs. `overrides` are dotted fields, e.g. **{'optim.learning_rate': 0.1}."""
+  config = _configs_default.get_config()
+  config.data.source = 'folder'
+  config.data.folder = folder
+  config.data.shuffle_buffer = 64
+  config.model.num_classes = 2
+  config.model.conv_features = (8, 16, 24, 24, 16)
+  config.model.fc_features = (256, 256)  # Wide enough that dropout noise averages out.
+  config.model.init = 'he'  # Learns from the first steps (see model_config).
+  config.optim.learning_rate = 0.001
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_epochs = 2  # 24 images / 4 = 6 steps per epoch.
+  config.log_every_steps = 6  # Losses are means over 6 steps of 4 noisy images.
+  config.checkpoint_every_steps = 4
+  config.eval_views = ('center', 'ten')
+  config.mesh.data = 1
+  config.mesh.model = 1
+  for k, v in overrides.items():
+    parent = config
+    *path, last = k.split('.')
+    for p in path:
+      parent = parent[p]
+    parent[last] = v
+  return config
+
+
+@pytest.fixture(scope='session')
+def tiny_config():
+  """A factory: tiny_config(folder, **dotted_overrides) -> a config training in seconds."""
+  return _tiny_config

@@ -16,7 +16,6 @@ import pytest
 
 import alexnet_jax
 from alexnet_jax import input_pipeline, model, optim, parallel, train
-from tests.test_train import folder, tiny_config  # noqa: F401 (folder is a fixture)
 
 
 def _step(config):
@@ -32,7 +31,7 @@ def _step(config):
   return before, state, metrics
 
 
-def test_bf16_step_stays_close_to_float32(folder):
+def test_bf16_step_stays_close_to_float32(folder, tiny_config):
   config = tiny_config(folder)
   config.model.dropout_rate = 0.0  # The same network in both runs.
   before, f32_state, f32_metrics = _step(config)
@@ -54,7 +53,7 @@ def test_bf16_step_stays_close_to_float32(folder):
       assert cosine > (0.9 if name == 'conv1' else 0.98), (name, leaf, cosine)
 
 
-def test_bf16_training_learns(folder, tmp_path):
+def test_bf16_training_learns(folder, tmp_path, tiny_config):
   config = tiny_config(folder, **{'model.dtype': 'bfloat16', 'eval_views': ('center',)})
   workdir = str(tmp_path / 'run')
   summary = train.train_and_evaluate(config, workdir)

@@ -8,11 +8,10 @@ from PIL import Image
 
 import alexnet_jax
 from alexnet_jax import figures, input_pipeline, train
-from tests.test_train import folder, tiny_config  # pylint: disable=unused-import
 
 
 @pytest.fixture(scope='module')
-def run(folder, tmp_path_factory):  # pylint: disable=redefined-outer-name
+def run(folder, tiny_config, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   config = tiny_config(folder, num_epochs=1, eval_views=('center',))
   summary = train.train_and_evaluate(config, workdir)
@@ -107,7 +106,7 @@ def test_predictions_neighbours_and_curves_pngs(run):
                                 num_images=2, num_train=None, batch_size=5)
   params = alexnet_jax.load_params(workdir)
   names = input_pipeline.dataset_info(config.data).class_names
-  # The dataset's two levels (test_train.write_dark_and_bright), plus noise and clipping.
+  # The dataset's two levels (conftest's write_dark_and_bright), plus noise and clipping.
   level = {names.index('dark'): 50, names.index('bright'): 200}
   val_images, val_labels, _ = next(figures.centre_crops(config.data, config.data.eval_split, 2, 2))
 

@@ -2,27 +2,18 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 import alexnet_jax
 from alexnet_jax import model
 
-
-def small_config(**overrides) -> ml_collections.ConfigDict:
-  """The paper's network with narrow layers: same structure and 224 input, fast to run."""
-  cfg = alexnet_jax.model_config()
-  cfg.conv_features = (8, 16, 24, 24, 16)
-  cfg.fc_features = (32, 32)
-  cfg.num_classes = 10
-  for k, v in overrides.items():
-    setattr(cfg, k, v)
-  return cfg
+# Temporary, until tests/test_parallel.py takes the conftest fixture: it imports this name.
+from tests.conftest import _small_model_config as small_config  # noqa: F401
 
 
 def test_parameter_count_is_the_papers():
-  # SPEC.md: 60,965,224 for this layout, summed by hand per layer in test_layout below.
+  # Sec. 3.5 / Fig. 2's layers: 60,965,224, summed by hand per layer in test_layout below.
   shapes = alexnet_jax.param_shapes(alexnet_jax.model_config())
   total = sum(int(np.prod(s)) for layer in shapes.values() for s in layer.values())
   assert total == 60_965_224
@@ -51,7 +42,7 @@ def test_layout():
 
 
 def test_one_column_ablation_layout():
-  # SPEC.md Sec. 3: half the kernels in conv1-conv4, but the full conv5 and fc layers.
+  # Sec. 3.2: half the kernels in conv1-conv4, but the full conv5 and fc layers.
   cfg = alexnet_jax.model_config()
   cfg.columns = 1
   shapes = alexnet_jax.param_shapes(cfg)
@@ -68,7 +59,7 @@ def test_one_column_ablation_layout():
 
 @pytest.mark.parametrize('image_size,pool_window', [(224, 3), (227, 3), (224, 2)])
 def test_every_layer_output_shape(image_size, pool_window):
-  # SPEC.md: 224 -> 55 -> 27 -> 27 -> 13 -> 13 -> 13 -> 13 -> 6, also for 227 input and
+  # Sec. 3.5 / Fig. 2: 224 -> 55 -> 27 -> 27 -> 13 -> 13 -> 13 -> 13 -> 6, also for 227 input and
   # for the non-overlapping 2/2 pooling ablation (floor((55 - 2) / 2) + 1 = 27 too).
   cfg = alexnet_jax.model_config()
   cfg.image_size = image_size
@@ -87,7 +78,7 @@ def test_every_layer_output_shape(image_size, pool_window):
   assert model.conv1_padding(227) == (0, 0)
 
 
-def test_lrn_matches_tensorflow_per_column():
+def test_lrn_matches_tensorflow_per_column(small_model_config):
   tf = pytest.importorskip('tensorflow')
   rng = np.random.default_rng(0)
   a = rng.normal(0, 30, size=(2, 7, 7, 48)).astype(np.float32)  # Activations of one column.
@@ -96,7 +87,7 @@ def test_lrn_matches_tensorflow_per_column():
   np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=1e-5, atol=1e-5)
   # Inside the network LRN never crosses columns: lrn1 of the two-column net equals TF's
   # LRN applied to each column's 48 channels separately.
-  cfg = small_config()
+  cfg = small_model_config()
   params = alexnet_jax.init_params(jax.random.key(1), cfg)
   images = jnp.asarray(rng.normal(0, 60, size=(2, 224, 224, 3)), jnp.float32)
   relu1 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv1'))
@@ -149,8 +140,8 @@ def _grouped_reference(params, images, cfg):
   return x @ params['fc8']['kernel'] + params['fc8']['bias']
 
 
-def test_two_columns_equal_grouped_convolution_reference():
-  cfg = small_config()
+def test_two_columns_equal_grouped_convolution_reference(small_model_config):
+  cfg = small_model_config()
   params = alexnet_jax.init_params(jax.random.key(2), cfg)
   # Larger weights than the init so that every layer's output matters to the logits.
   params = jax.tree.map(lambda p: p * 8.0, params)
@@ -162,11 +153,11 @@ def test_two_columns_equal_grouped_convolution_reference():
 
 
 @pytest.mark.parametrize('form', ['paper', 'inverted'])
-def test_dropout(form):
-  cfg = small_config(fc_features=(2048, 2048), dropout_form=form)
+def test_dropout(form, small_model_config):
+  cfg = small_model_config(fc_features=(2048, 2048), dropout_form=form)
   params = alexnet_jax.init_params(jax.random.key(4), cfg)
   images = jax.random.normal(jax.random.key(5), (8, 224, 224, 3)) * 60.0
-  no_dropout = small_config(fc_features=(2048, 2048), dropout_rate=0.0)
+  no_dropout = small_model_config(fc_features=(2048, 2048), dropout_rate=0.0)
   for layer in ('fc6', 'fc7'):
     train = np.asarray(alexnet_jax.apply(params, images, cfg, train=True, rng=jax.random.key(6), layer=layer))
     test = np.asarray(alexnet_jax.apply(params, images, cfg, layer=layer))
@@ -207,23 +198,25 @@ def test_init_follows_the_paper():
   np.testing.assert_array_equal(np.asarray(caffe['conv2']['bias']), np.float32(0.1))
 
 
-def test_tanh_and_no_lrn_switches_change_the_network():
-  cfg = small_config()
+def test_tanh_and_no_lrn_switches_change_the_network(small_model_config):
+  cfg = small_model_config()
   params = alexnet_jax.init_params(jax.random.key(8), cfg)
   images = jax.random.normal(jax.random.key(9), (2, 224, 224, 3)) * 60.0
   relu1 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv1'))
+  tanh = small_model_config(activation='tanh')
   np.testing.assert_allclose(
-      np.asarray(alexnet_jax.apply(params, images, small_config(activation='tanh'), layer='conv1')),
+      np.asarray(alexnet_jax.apply(params, images, tanh, layer='conv1')),
       np.tanh(np.asarray(jax.lax.conv_general_dilated(
           images, jnp.concatenate([params['conv1']['kernel'][0], params['conv1']['kernel'][1]], -1),
           (4, 4), ((0, 3), (0, 3)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
           precision=jax.lax.Precision.HIGHEST))), rtol=1e-4, atol=1e-5)
-  no_lrn = np.asarray(alexnet_jax.apply(params, images, small_config(lrn=False), layer='lrn1'))
+  no_lrn = np.asarray(alexnet_jax.apply(params, images, small_model_config(lrn=False),
+                                        layer='lrn1'))
   np.testing.assert_array_equal(no_lrn, relu1)
 
 
-def test_bad_input_is_a_clear_error():
-  cfg = small_config()
+def test_bad_input_is_a_clear_error(small_model_config):
+  cfg = small_model_config()
   params = alexnet_jax.init_params(jax.random.key(0), cfg)
   with pytest.raises(ValueError, match='224x224'):
     alexnet_jax.apply(params, jnp.zeros((1, 200, 200, 3)), cfg)
@@ -243,12 +236,12 @@ def test_bad_input_is_a_clear_error():
   with pytest.raises(ValueError, match='layer must be one of'):
     alexnet_jax.apply(params, jnp.zeros((1, 224, 224, 3)), cfg, layer='fc9')
   with pytest.raises(ValueError, match='columns must be 1 or 2'):
-    alexnet_jax.init_params(jax.random.key(0), small_config(columns=3))
+    alexnet_jax.init_params(jax.random.key(0), small_model_config(columns=3))
 
 
 @pytest.mark.parametrize('layer', [None, 'fc7'])
-def test_empty_batch_is_a_clear_error(layer):
-  cfg = small_config()
+def test_empty_batch_is_a_clear_error(layer, small_model_config):
+  cfg = small_model_config()
   params = alexnet_jax.init_params(jax.random.key(0), cfg)
   with pytest.raises(ValueError) as info:
     alexnet_jax.apply(params, jnp.zeros((0, 224, 224, 3)), cfg, layer=layer)
@@ -298,8 +291,8 @@ def test_removing_a_middle_conv_layer(removed):
                       cfg, layer=removed)
 
 
-def test_without_conv4_conv5_reads_conv3():
-  cfg = small_config(remove_conv='conv4')
+def test_without_conv4_conv5_reads_conv3(small_model_config):
+  cfg = small_model_config(remove_conv='conv4')
   params = jax.tree.map(lambda p: p * 8.0, alexnet_jax.init_params(jax.random.key(12), cfg))
   images = jax.random.normal(jax.random.key(13), (2, 224, 224, 3)) * 60.0
   conv3 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv3'))

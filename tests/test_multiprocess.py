@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 import alexnet_jax
-from tests.test_train import write_dark_and_bright
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, 'launch', 'local_multiprocess.sh')
@@ -59,7 +58,7 @@ def get_config():
 
 
 @pytest.fixture(scope='module')
-def config_file(tmp_path_factory):
+def config_file(tmp_path_factory, write_dark_and_bright):
   root = tmp_path_factory.mktemp('mp')
   write_dark_and_bright(root / 'images', {'train': 4, 'val': 2})
   path = root / 'tiny.py'

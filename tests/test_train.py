@@ -10,58 +10,11 @@ import sys
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 import alexnet_jax
 from alexnet_jax import checkpoints, input_pipeline, model, optim, train
-from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def write_dark_and_bright(root, per_class: dict) -> str:
-  """Two classes a network tells apart at once: dark and bright noisy 256x256 images,
-  `per_class[split]` of each, as root/<split>/<class>/<i>.png."""
-  rng = np.random.default_rng(0)
-  for split, count in per_class.items():
-    for name, level in (('dark', 50), ('bright', 200)):
-      os.makedirs(root / split / name)
-      for i in range(count):
-        pixels = np.clip(rng.normal(level, 25, size=(256, 256, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / split / name / f'{i}.png')
-  return str(root)
-
-
-@pytest.fixture(scope='module')
-def folder(tmp_path_factory):
-  return write_dark_and_bright(tmp_path_factory.mktemp('folder'), {'train': 12, 'val': 7})
-
-
-def tiny_config(folder, **overrides):
-  config = default.get_config()
-  config.data.source = 'folder'
-  config.data.folder = folder
-  config.data.shuffle_buffer = 64
-  config.model.num_classes = 2
-  config.model.conv_features = (8, 16, 24, 24, 16)
-  config.model.fc_features = (256, 256)  # Wide enough that dropout noise averages out.
-  config.model.init = 'he'  # Learns from the first steps (see model_config).
-  config.optim.learning_rate = 0.001
-  config.batch_size = 4
-  config.eval_batch_size = 4
-  config.num_epochs = 2  # 24 images / 4 = 6 steps per epoch.
-  config.log_every_steps = 6  # Losses are means over 6 steps of 4 noisy images.
-  config.checkpoint_every_steps = 4
-  config.eval_views = ('center', 'ten')
-  config.mesh.data = 1
-  config.mesh.model = 1
-  for k, v in overrides.items():
-    parent = config
-    *path, last = k.split('.')
-    for p in path:
-      parent = parent[p]
-    parent[last] = v
-  return config
 
 
 def read_jsonl(path):
@@ -69,7 +22,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in f]
 
 
-def test_end_to_end(folder, tmp_path):
+def test_end_to_end(folder, tmp_path, tiny_config):
   workdir = str(tmp_path / 'run')
   config = tiny_config(folder, **{'mesh.data': 2})  # Two fake devices on the data axis.
   summary = train.train_and_evaluate(config, workdir)
@@ -100,7 +53,7 @@ def test_end_to_end(folder, tmp_path):
                              np.mean(np.argmax(logits, -1) != batch['labels']), atol=1e-6)
 
 
-def test_evaluation_counts_every_example_once(folder, tmp_path):
+def test_evaluation_counts_every_example_once(folder, tmp_path, tiny_config):
   config = tiny_config(folder, max_steps=2)
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
@@ -117,7 +70,7 @@ def test_evaluation_counts_every_example_once(folder, tmp_path):
     assert result['ten']['top1_error'] == pytest.approx(expected, abs=1e-6), batch_size
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(folder, tmp_path):
+def test_interrupted_and_resumed_equals_uninterrupted(folder, tmp_path, tiny_config):
   every_step = {'eval_views': ('center',), 'log_every_steps': 1}
   whole = str(tmp_path / 'whole')
   train.train_and_evaluate(tiny_config(folder, **every_step), whole)
@@ -142,7 +95,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(folder, tmp_path):
     for leaf in a[name]:
       np.testing.assert_allclose(b[name][leaf], a[name][leaf], rtol=1e-5, atol=1e-7)
   # The parameters did move, so the comparison means something.
-  init = alexnet_jax.init_params(jax.random.fold_in(jax.random.key(0), 0), tiny_config(folder).model)
+  init = alexnet_jax.init_params(jax.random.fold_in(jax.random.key(0), 0),
+                                tiny_config(folder).model)
   assert np.abs(a['fc8']['kernel'] - np.asarray(init['fc8']['kernel'])).max() > 1e-4
 
 
@@ -164,7 +118,7 @@ def test_sigterm_sets_the_preemption_flag():
     ({'model.num_classes': 5}, 'set --config.model.num_classes=2'),
     ({'data.folder': '/nonexistent/images'}, 'config.data.folder'),
 ])
-def test_bad_input_keeps_what_is_saved(folder, tmp_path, override, message):
+def test_bad_input_keeps_what_is_saved(folder, tmp_path, override, message, tiny_config):
   workdir = tmp_path / 'run'
   os.makedirs(workdir / 'checkpoints' / '7')
   (workdir / 'metrics.jsonl').write_text('{"step": 7}\n')
@@ -175,7 +129,7 @@ def test_bad_input_keeps_what_is_saved(folder, tmp_path, override, message):
   assert (workdir / 'metrics.jsonl').read_text() == '{"step": 7}\n'
 
 
-def test_unwritable_workdir(folder, tmp_path):
+def test_unwritable_workdir(folder, tmp_path, tiny_config):
   blocker = tmp_path / 'a_file'
   blocker.write_text('x')
   with pytest.raises(ValueError, match='choose another --workdir'):
@@ -201,7 +155,7 @@ def test_command_line_errors_are_one_line(tmp_path):
   assert os.listdir(tmp_path) == []  # Nothing written for a run that cannot start.
 
 
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path):
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path, tiny_config):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(folder, max_steps=4, eval_views=('center',)), workdir)
   good = alexnet_jax.load_params(workdir)
@@ -214,7 +168,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path):
     np.testing.assert_array_equal(kept[name]['kernel'], good[name]['kernel'])
 
 
-def test_eval_of_a_checkpoint_with_nan_params_is_a_clear_error(folder, tmp_path):
+def test_eval_of_a_checkpoint_with_nan_params_is_a_clear_error(folder, tmp_path, tiny_config):
   config = tiny_config(folder)
   workdir = str(tmp_path / 'run')
   spec = model.Spec.from_config(config.model)
