@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import input_pipeline, metrics, model, parallel
+from alexnet_jax import input_pipeline, metrics, parallel
 
 
 def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
@@ -40,8 +40,8 @@ def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Ar
 
 
 @functools.lru_cache(maxsize=8)
-def _eval_step(mesh, spec):
-  probs_fn = parallel.sharded_view_probs(mesh, spec)
+def _eval_step(layout: parallel.Layout):
+  probs_fn = layout.view_probs()
 
   def step(params, images, labels, mask):
     return error_counts(probs_fn(params, images), labels, mask)
@@ -49,18 +49,14 @@ def _eval_step(mesh, spec):
   return jax.jit(step)
 
 
-def _global(batch, mesh):
-  sharding = parallel.batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def evaluate(params, config, mesh, views: str, *, show_progress: bool = True) -> dict:
-  """Errors over the whole eval split with `views` in ('center', 'ten')."""
-  spec = model.Spec.from_config(config.model)
+def evaluate(params, config, layout: parallel.Layout, views: str, *,
+             show_progress: bool = True) -> dict:
+  """Errors over the whole eval split with `views` in ('center', 'ten'); params laid out
+  by `layout` (whose model is config.model)."""
   batch_size = config.eval_batch_size
-  parallel.check_layout(mesh, spec, batch_size)
+  layout.check_batch(batch_size)
   info = input_pipeline.dataset_info(config.data)
-  step = _eval_step(mesh, spec)
+  step = _eval_step(layout)
   totals = np.zeros(3)
   progress = metrics.Progress(info.num_eval, f'eval ({views})',
                               enabled=show_progress and jax.process_index() == 0)
@@ -77,7 +73,7 @@ def evaluate(params, config, mesh, views: str, *, show_progress: bool = True) ->
       config.data, global_batch_size=batch_size, views=views,
       process_index=jax.process_index(), process_count=jax.process_count()):
     examples = int(batch['mask'].sum()) * jax.process_count()  # Shares are equal but the last.
-    batch = _global(batch, mesh)
+    batch = layout.global_batch(batch)
     pending.append((step(params, batch['images'], batch['labels'], batch['mask']), examples))
     if len(pending) > 2:
       finish_oldest()

@@ -63,10 +63,6 @@ def check_workdir(workdir: str) -> None:
                      '--workdir.') from None
 
 
-def build_mesh(config) -> jax.sharding.Mesh:
-  return parallel.make_mesh(config.mesh.data, config.mesh.model)
-
-
 def check_dataset(config, spec: model.Spec) -> input_pipeline.DatasetInfo:
   info = input_pipeline.dataset_info(config.data)
   if info.num_classes != spec.num_classes:
@@ -93,20 +89,21 @@ def ensure_statistics(data_cfg) -> None:
   input_pipeline.load_stats(data_cfg)
 
 
-def init_state(config, mesh, spec: model.Spec, tx: optax.GradientTransformation) -> dict:
+def init_state(config, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
   """Params created already sharded over the mesh, then the optimizer state beside them."""
   root = jax.random.key(config.seed)
-  params = jax.jit(lambda k: model.init_params(k, spec),
-                   out_shardings=parallel.param_shardings(mesh, spec))(jax.random.fold_in(root, 0))
+  params = jax.jit(lambda k: model.init_params(k, layout.spec),
+                   out_shardings=layout.param_shardings)(jax.random.fold_in(root, 0))
   opt_state = jax.jit(tx.init)(params)
-  replicated = parallel.replicated(mesh)
+  replicated = layout.replicated
   return {'params': params, 'opt_state': opt_state,
           'rng': jax.device_put(jax.random.fold_in(root, 1), replicated),
           'step': jax.device_put(jnp.zeros([], jnp.int32), replicated)}
 
 
-def make_train_step(mesh, spec: model.Spec, tx, batch_size: int, mapper: str = 'shard_map'):
-  loss_fn = parallel.sharded_loss(mesh, spec, batch_size, mapper=mapper)
+def make_train_step(layout: parallel.Layout, tx, batch_size: int):
+  """The jitted step on global batches of `batch_size`, with the layout's mapper."""
+  loss_fn = layout.loss(batch_size)
 
   def train_step(state, images, labels):
     rng = jax.random.fold_in(state['rng'], state['step'])
@@ -126,13 +123,12 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def device_batches(batches, mesh, depth: int):
+def device_batches(batches, layout: parallel.Layout, depth: int):
   """Global arrays from each process's local batches, `depth` batches ahead, so the next
   batch is already on its way to the devices while the current step runs."""
-  sharding = parallel.batch_sharding(mesh)
   queue = collections.deque()
   for batch in batches:
-    queue.append({k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()})
+    queue.append(layout.global_batch(batch))
     if len(queue) > depth:
       yield queue.popleft()
   yield from queue
@@ -169,15 +165,16 @@ class _Preemption:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
 
-  def agreed(self, mesh) -> bool:
+  def agreed(self, layout: parallel.Layout) -> bool:
     """Whether any process has requested a stop; call it at every step on every process."""
     if jax.process_count() == 1:
       return self.requested
     # One flag per local device of the mesh, so the array spans every process.
+    mesh = layout.mesh
     spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.AXES))
     local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
     flags = jax.make_array_from_process_local_data(spread, np.full([local], self.requested))
-    previous, self._pending = self._pending, _any_flag(flags, parallel.replicated(mesh))
+    previous, self._pending = self._pending, _any_flag(flags, layout.replicated)
     return previous is not None and bool(previous)
 
 
@@ -191,12 +188,12 @@ def _meta(config, step: int, steps_per_epoch: int) -> dict:
           'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}'}
 
 
-def evaluate_views(params, config, mesh, views, step: int, workdir: str, writer, *,
+def evaluate_views(params, config, layout, views, step: int, workdir: str, writer, *,
                    final: bool = True) -> dict:
   """Runs each view scheme and logs the errors; `final` results also go to DIR/eval.json."""
   results = {'step': step}
   for v in views:
-    results[v] = evaluate.evaluate(params, config, mesh, v)
+    results[v] = evaluate.evaluate(params, config, layout, v)
     logging.info('eval %-6s step %d: top-1 error %.4f, top-5 error %.4f (%d images)', v, step,
                  results[v]['top1_error'], results[v]['top5_error'], results[v]['examples'])
     writer.write(step, {f'val_{v}_top1_error': results[v]['top1_error'],
@@ -215,9 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval results per view scheme (also written to DIR/eval.json).
   """
   spec = check_config(config)
-  mesh = build_mesh(config)
-  parallel.check_layout(mesh, spec, config.batch_size)
-  parallel.check_layout(mesh, spec, config.eval_batch_size)
+  layout = parallel.Layout.from_config(config)
   info = check_dataset(config, spec)
   check_workdir(workdir)
   ensure_statistics(config.data)
@@ -229,8 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     total_steps = min(total_steps, config.max_steps)
   tx = optim.make_optimizer(config.optim, steps_per_epoch)
 
-  with jax.set_mesh(mesh):
-    state = init_state(config, mesh, spec, tx)
+  with jax.set_mesh(layout.mesh):
+    state = init_state(config, layout, tx)
     ckpt = checkpoints.Checkpoints(workdir, keep=config.keep_checkpoints,
                                    every=config.checkpoint_every_steps)
     start = ckpt.latest_step()
@@ -245,13 +240,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f.write(config.to_json(indent=2))
     logging.info('%s: %d train / %d eval images, %d classes; %d steps of %d (%d per epoch) on a '
                  '%s mesh.', config.data.source, info.num_train, info.num_eval, info.num_classes,
-                 total_steps - start, config.batch_size, steps_per_epoch, dict(mesh.shape))
+                 total_steps - start, config.batch_size, steps_per_epoch, dict(layout.mesh.shape))
 
-    train_step = make_train_step(mesh, spec, tx, config.batch_size, config.mesh.mapper)
+    train_step = make_train_step(layout, tx, config.batch_size)
     batches = device_batches(input_pipeline.train_batches(
         config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
         process_index=jax.process_index(), process_count=jax.process_count()),
-        mesh, config.data.prefetch_batches)
+        layout, config.data.prefetch_batches)
     throughput = metrics.Throughput(total_steps, config.batch_size)
     pending, losses = [], []
     step = start
@@ -288,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
         epoch_done = step % steps_per_epoch == 0
         if epoch_done and (step // steps_per_epoch) % config.eval_every_epochs == 0 and step < total_steps:
-          val = evaluate_views(state['params'], config, mesh, ('center',), step, workdir,
+          val = evaluate_views(state['params'], config, layout, ('center',), step, workdir,
                                writer, final=False)['center']
           opt_state, decayed = optim.plateau_update_from_config(config.optim, state['opt_state'],
                                                                 val['top1_error'])
@@ -298,7 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          1 / config.optim.decay_factor)
           throughput.mark(step)  # Evaluation time is not training throughput.
 
-        stop = preemption.agreed(mesh)
+        stop = preemption.agreed(layout)
         if step % config.checkpoint_every_steps == 0 or stop:
           if not bool(all_finite(state['params'])):
             raise TrainingDiverged(f'A parameter became NaN/Inf by step {step}; stopped without '
@@ -318,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary = {'step': step, 'preempted': False}
     if losses:
       summary.update(first_loss=losses[0], last_loss=losses[-1])
-    summary['eval'] = evaluate_views(state['params'], config, mesh, config.eval_views, step,
+    summary['eval'] = evaluate_views(state['params'], config, layout, config.eval_views, step,
                                      workdir, writer)
     summary['num_classes'] = spec.num_classes
     return summary
@@ -346,8 +341,7 @@ def print_summary(summary: dict, num_classes: int | None = None) -> None:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`--mode=eval`: the latest checkpoint of `workdir` on the eval split, every view scheme."""
   spec = check_config(config)
-  mesh = build_mesh(config)
-  parallel.check_layout(mesh, spec, config.eval_batch_size)
+  layout = parallel.Layout.from_config(config, batch_sizes=(config.eval_batch_size,))
   check_dataset(config, spec)
   ckpt_dir = os.path.join(workdir, 'checkpoints')
   step = checkpoints.Checkpoints(workdir).latest_step() if os.path.isdir(ckpt_dir) else None
@@ -364,7 +358,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise ValueError(f'checkpoint {os.path.join(ckpt_dir, str(step))} holds NaN/Inf params '
                      f'({", ".join(bad)}): delete that step directory to evaluate the one before '
                      'it, or train again with a lower --config.optim.learning_rate.')
-  with jax.set_mesh(mesh):
-    params = parallel.shard_params(params, mesh, spec)
+  with jax.set_mesh(layout.mesh):
+    params = layout.shard_params(params)
     writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
-    return evaluate_views(params, config, mesh, config.eval_views, step, workdir, writer)
+    return evaluate_views(params, config, layout, config.eval_views, step, workdir, writer)

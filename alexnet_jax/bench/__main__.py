@@ -112,9 +112,10 @@ def main(argv=None) -> int:
          'mesh': {'data': args.mesh_data, 'model': args.mesh_model}, 'dtype': args.dtype}
 
   if args.mode in ('step', 'pipeline', 'all'):
+    from alexnet_jax import parallel
     from alexnet_jax.bench import step
-    out['step'] = step.run(config, batch_size=args.batch_size, steps=args.steps,
-                           mesh_data=args.mesh_data, mesh_model=args.mesh_model,
+    layout = parallel.Layout.from_config(config, batch_sizes=(args.batch_size,))
+    out['step'] = step.run(config, layout, batch_size=args.batch_size, steps=args.steps,
                            matmul_n=args.matmul_n)
     torch_r = None
     if args.torch:
@@ -130,8 +131,8 @@ def main(argv=None) -> int:
 
   if args.mode in ('pipeline', 'all'):
     from alexnet_jax.bench import step
-    p = out['pipeline'] = step.run_pipeline(config, batch_size=args.batch_size, steps=args.steps,
-                                            mesh_data=args.mesh_data, mesh_model=args.mesh_model)
+    p = out['pipeline'] = step.run_pipeline(config, layout, batch_size=args.batch_size,
+                                            steps=args.steps)
     print('\n== train step fed by the input pipeline ==')
     print(f"{p['source']}: step median {p['step_median_s'] * 1e3:,.1f} ms = "
           f"{p['images_per_s']:.1f} images/s (synthetic input, same run: "

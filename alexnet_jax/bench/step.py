@@ -1,9 +1,9 @@
 """Train-step benchmark: the jitted step exactly as training runs it, timed on synthetic data.
 
-`run` builds the default config's parameters and optimizer, shards them over a
-('data', 'model') mesh, compiles `jax.jit(step, donate_argnums=(0,))` (timed on its
-own: lower + compile) and times `steps` steps after two warm-up steps, each ended with
-block_until_ready. Alongside, it counts the FLOPs of one step from the layer shapes of
+`run` builds the default config's parameters and optimizer, shards them over the
+`parallel.Layout` it is given, compiles `jax.jit(step, donate_argnums=(0,))` (timed on
+its own: lower + compile) and times `steps` steps after two warm-up steps, each ended
+with block_until_ready. Alongside, it counts the FLOPs of one step from the layer shapes of
 the two-column network (and asks XLA for its own count), and times a large float32
 matmul in the same process as a yardstick for what this machine's cores can do.
 """
@@ -73,21 +73,20 @@ def matmul_flops_per_s(n: int = 4096, repeats: int = 7) -> dict:
           'matmul_min_s': min(times), 'matmul_max_s': max(times)}
 
 
-def make_train_step(config, mesh, batch_size: int):
+def make_train_step(config, layout: parallel.Layout, batch_size: int):
   """(jitted step, initial state) exactly as `alexnet_jax.train` builds them."""
   from alexnet_jax import train  # Imports the input pipeline (TensorFlow) too.
-  spec = model.Spec.from_config(config.model)
-  parallel.check_layout(mesh, spec, batch_size)
+  layout.check_batch(batch_size)
   tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
-  return train.make_train_step(mesh, spec, tx, batch_size), train.init_state(config, mesh, spec, tx)
+  return train.make_train_step(layout, tx, batch_size), train.init_state(config, layout, tx)
 
 
-def synthetic_batch(config, mesh, batch_size: int):
+def synthetic_batch(config, layout: parallel.Layout, batch_size: int):
   """Random mean-subtracted-looking images and labels, already on the devices."""
   size = config.model.image_size
   images = 60.0 * jax.random.normal(jax.random.key(1), (batch_size, size, size, 3), jnp.float32)
   labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, config.model.num_classes)
-  sharding = parallel.batch_sharding(mesh)
+  sharding = layout.batch_sharding
   return jax.device_put(images, sharding), jax.device_put(labels, sharding)
 
 
@@ -103,14 +102,14 @@ def _xla_flops(compiled) -> float | None:
   return float(cost['flops'])
 
 
-def run(config, *, batch_size: int, steps: int, mesh_data: int = 1, mesh_model: int = 1,
+def run(config, layout: parallel.Layout, *, batch_size: int, steps: int,
         matmul_n: int = 4096) -> dict:
-  """Times the train step of `config` (its model.dtype included); a JSON-able dict."""
+  """Times the train step of `config` (its model.dtype included) on `layout`; a JSON-able
+  dict."""
   config = config.copy_and_resolve_references()
-  spec = model.Spec.from_config(config.model)
-  mesh = parallel.make_mesh(mesh_data, mesh_model)
-  step_fn, state = make_train_step(config, mesh, batch_size)
-  images, labels = synthetic_batch(config, mesh, batch_size)
+  spec = layout.spec
+  step_fn, state = make_train_step(config, layout, batch_size)
+  images, labels = synthetic_batch(config, layout, batch_size)
 
   start = time.perf_counter()
   lowered = step_fn.lower(state, images, labels)
@@ -140,7 +139,7 @@ def run(config, *, batch_size: int, steps: int, mesh_data: int = 1, mesh_model: 
       'platform': jax.devices()[0].platform,
       'num_devices': len(jax.devices()),
       'batch_size': batch_size,
-      'mesh': {'data': mesh.shape['data'], 'model': mesh.shape['model']},
+      'mesh': {'data': layout.data_size, 'model': layout.model_size},
       'dtype': spec.dtype,
       'steps': steps,
       'warmup_steps': WARMUP_STEPS,
@@ -164,9 +163,8 @@ def run(config, *, batch_size: int, steps: int, mesh_data: int = 1, mesh_model: 
   return result
 
 
-def run_pipeline(config, *, batch_size: int, steps: int, mesh_data: int = 1,
-                 mesh_model: int = 1, jpeg_size: tuple[int, int] = (256, 256),
-                 num_images: int = 256) -> dict:
+def run_pipeline(config, layout: parallel.Layout, *, batch_size: int, steps: int,
+                 jpeg_size: tuple[int, int] = (256, 256), num_images: int = 256) -> dict:
   """The same train step fed by the training input pipeline, not synthetic arrays.
 
   Generated JPEGs (bench.input.write_jpegs) in a 'folder' source go through the whole
@@ -182,8 +180,7 @@ def run_pipeline(config, *, batch_size: int, steps: int, mesh_data: int = 1,
   from alexnet_jax.bench import input as input_bench
 
   config = config.copy_and_resolve_references()
-  mesh = parallel.make_mesh(mesh_data, mesh_model)
-  step_fn, state = make_train_step(config, mesh, batch_size)
+  step_fn, state = make_train_step(config, layout, batch_size)
   with tempfile.TemporaryDirectory() as tmp:
     input_bench.write_jpegs(os.path.join(tmp, 'images'), jpeg_size=jpeg_size,
                             num_images=num_images)
@@ -196,7 +193,7 @@ def run_pipeline(config, *, batch_size: int, steps: int, mesh_data: int = 1,
     data_cfg.statistics = 'imagenet'
     batches = train.device_batches(
         input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0),
-        mesh, depth=data_cfg.prefetch_batches)
+        layout, depth=data_cfg.prefetch_batches)
     for _ in range(WARMUP_STEPS):  # The first compiles.
       batch = next(batches)
       state, metrics = step_fn(state, batch['images'], batch['labels'])
