@@ -119,3 +119,28 @@ def _tiny_config(folder, **overrides) -> ml_collections.ConfigDict:
 def tiny_config():
   """A factory: tiny_config(folder, **dotted_overrides) -> a config training in seconds."""
   return _tiny_config
+
+
+@pytest.fixture(scope='session')
+def make_mesh():
+  """A factory: make_mesh(data, model) -> a ('data', 'model') mesh on the first
+  data * model of the fake devices."""
+  from alexnet_jax import parallel  # pylint: disable=g-import-not-at-top
+
+  def make(data: int, model_size: int):
+    return parallel.make_mesh(data, model_size, devices=jax.devices()[:data * model_size])
+
+  return make
+
+
+@pytest.fixture(scope='module')
+def case():
+  """(small model config, params, images [4, 224, 224, 3], labels [4]) for the layout and
+  mapper tests; the weights are scaled by 4 so that every layer matters to the output."""
+  import alexnet_jax as _alexnet_jax  # pylint: disable=g-import-not-at-top
+  cfg = _small_model_config()
+  params = _alexnet_jax.init_params(jax.random.key(0), cfg)
+  params = jax.tree.map(lambda p: p * 4.0, params)
+  images = jax.random.normal(jax.random.key(1), (4, 224, 224, 3)) * 60.0
+  labels = jax.numpy.array([0, 3, 7, 9])
+  return cfg, params, images, labels

@@ -1,6 +1,7 @@
 """The ('data', 'model') layout gives the same numbers as one device, forward and backward.
 
-tests/conftest.py fakes 4 CPU devices before JAX starts.
+tests/conftest.py fakes 4 CPU devices before JAX starts; `case` and `make_mesh` are its
+fixtures.
 """
 
 import jax
@@ -10,33 +11,17 @@ import pytest
 
 import alexnet_jax
 from alexnet_jax import model, parallel
-from tests.test_model import small_config
 
 MESHES = [(1, 1), (1, 2), (2, 1), (2, 2)]
 
 
-def _mesh(data, model_size):
-  return parallel.make_mesh(data, model_size, devices=jax.devices()[:data * model_size])
-
-
-@pytest.fixture(scope='module')
-def case():
-  cfg = small_config()
-  params = alexnet_jax.init_params(jax.random.key(0), cfg)
-  params = jax.tree.map(lambda p: p * 4.0, params)  # Every layer matters to the output.
-  images = jax.random.normal(jax.random.key(1), (4, 224, 224, 3)) * 60.0
-  labels = jnp.array([0, 3, 7, 9])
-  return cfg, params, images, labels
-
-
 def _loss_and_grads(mesh, cfg, params, images, labels, rng):
-  spec = model.Spec.from_config(cfg)
-  loss = parallel.sharded_loss(mesh, spec, images.shape[0])
-  fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
-  (value, errors), grads = fn(parallel.shard_params(params, mesh, spec),
-                              jax.device_put(images, parallel.batch_sharding(mesh)),
-                              jax.device_put(labels, parallel.batch_sharding(mesh)),
-                              jax.device_put(rng, parallel.replicated(mesh)))
+  layout = parallel.Layout(mesh, model.Spec.from_config(cfg), batch_sizes=(images.shape[0],))
+  fn = jax.jit(jax.value_and_grad(layout.loss(images.shape[0]), has_aux=True))
+  (value, errors), grads = fn(layout.shard_params(params),
+                              jax.device_put(images, layout.batch_sharding),
+                              jax.device_put(labels, layout.batch_sharding),
+                              jax.device_put(rng, layout.replicated))
   return float(value), jax.tree.map(float, errors), jax.tree.map(np.asarray, grads)
 
 
@@ -48,28 +33,28 @@ def _reference_loss(params, images, labels, cfg, rng):
 
 
 @pytest.mark.parametrize('train', [False, True])
-def test_forward_is_layout_independent(case, train):
+def test_forward_is_layout_independent(case, make_mesh, train):
   cfg, params, images, _ = case
   rng = jax.random.key(5)
   ref = np.asarray(alexnet_jax.apply(params, images, cfg, train=train, rng=rng))
   assert ref.std() > 1e-2
   for shape in MESHES:
-    out = parallel.apply(params, images, cfg, _mesh(*shape), train=train, rng=rng)
+    out = parallel.apply(params, images, cfg, make_mesh(*shape), train=train, rng=rng)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(),
                                err_msg=str(shape))
-    fc7 = parallel.apply(params, images, cfg, _mesh(*shape), train=train, rng=rng, layer='fc7')
+    fc7 = parallel.apply(params, images, cfg, make_mesh(*shape), train=train, rng=rng, layer='fc7')
     np.testing.assert_allclose(np.asarray(fc7), np.asarray(alexnet_jax.apply(
         params, images, cfg, train=train, rng=rng, layer='fc7')), rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_are_layout_independent(case):
+def test_gradients_are_layout_independent(case, make_mesh):
   cfg, params, images, labels = case
   rng = jax.random.key(6)
   # Independent reference: jax.grad of the one-device network, no shard_map involved.
   ref_value, ref_grads = jax.value_and_grad(_reference_loss)(params, images, labels, cfg, rng)
   ref_grads = jax.tree.map(np.asarray, ref_grads)
   for shape in MESHES:
-    value, errors, grads = _loss_and_grads(_mesh(*shape), cfg, params, images, labels, rng)
+    value, errors, grads = _loss_and_grads(make_mesh(*shape), cfg, params, images, labels, rng)
     np.testing.assert_allclose(value, float(ref_value), rtol=1e-5)
     for name in model.LAYERS:
       for leaf in ('kernel', 'bias'):
@@ -80,33 +65,33 @@ def test_gradients_are_layout_independent(case):
     assert 0.0 <= errors['top5_error'] <= errors['top1_error'] <= 1.0
 
 
-def test_eval_mode_gradients_and_errors_match_numpy(case):
+def test_eval_mode_gradients_and_errors_match_numpy(case, make_mesh, small_model_config):
   # Without dropout the top-1 / top-5 errors can be checked against NumPy directly.
   cfg, params, images, labels = case
-  cfg = small_config(dropout_rate=0.0)
+  cfg = small_model_config(dropout_rate=0.0)
   logits = np.asarray(alexnet_jax.apply(params, images, cfg))
   order = np.argsort(-logits, axis=-1)
   top1 = np.mean(order[:, 0] != np.asarray(labels))
   top5 = np.mean([lab not in row[:5] for lab, row in zip(np.asarray(labels), order)])
   for shape in MESHES:
-    _, errors, _ = _loss_and_grads(_mesh(*shape), cfg, params, images, labels, jax.random.key(0))
+    _, errors, _ = _loss_and_grads(make_mesh(*shape), cfg, params, images, labels,
+                                   jax.random.key(0))
     assert errors['top1_error'] == pytest.approx(top1)
     assert errors['top5_error'] == pytest.approx(top5)
 
 
-def test_ten_view_probabilities_average_softmax(case):
+def test_ten_view_probabilities_average_softmax(case, make_mesh):
   cfg, params, images, _ = case
   views = jnp.stack([images, images[:, :, ::-1], images * 0.5], axis=1)  # [4, 3, 224, 224, 3]
   expected = np.mean([jax.nn.softmax(alexnet_jax.apply(params, views[:, v], cfg)) for v in range(3)], axis=0)
   for shape in MESHES:
-    mesh = _mesh(*shape)
-    spec = model.Spec.from_config(cfg)
-    probs = jax.jit(parallel.sharded_view_probs(mesh, spec))(
-        parallel.shard_params(params, mesh, spec), jax.device_put(views, parallel.batch_sharding(mesh)))
+    layout = parallel.Layout(make_mesh(*shape), model.Spec.from_config(cfg))
+    probs = jax.jit(layout.view_probs())(
+        layout.shard_params(params), jax.device_put(views, layout.batch_sharding))
     np.testing.assert_allclose(np.asarray(probs), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_bad_layouts_are_clear_errors(case):
+def test_bad_layouts_are_clear_errors(case, make_mesh, small_model_config):
   cfg, params, images, _ = case
   with pytest.raises(ValueError, match='model axis .* must be 1 or 2'):
     parallel.make_mesh(1, 4)
@@ -114,9 +99,10 @@ def test_bad_layouts_are_clear_errors(case):
   with pytest.raises(ValueError, match='must be 1 or 2, got 4'):
     parallel.apply(params, images, cfg, four)
   with pytest.raises(ValueError, match='batch of 3 is not divisible by the data axis of 2'):
-    parallel.apply(params, images[:3], cfg, _mesh(2, 1))
-  one_column = small_config(columns=1)
+    parallel.apply(params, images[:3], cfg, make_mesh(2, 1))
+  one_column = small_model_config(columns=1)
   with pytest.raises(ValueError, match='1-column model cannot be split'):
-    parallel.apply(alexnet_jax.init_params(jax.random.key(0), one_column), images, one_column, _mesh(1, 2))
+    parallel.apply(alexnet_jax.init_params(jax.random.key(0), one_column), images, one_column,
+                   make_mesh(1, 2))
   with pytest.raises(ValueError, match='needs 8 devices'):
     parallel.make_mesh(4, 2)

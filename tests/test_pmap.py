@@ -1,15 +1,16 @@
 """The pmap mapper gives the shard_map path's numbers, forward and backward.
 
 The reference is the shard_map path (itself tested against one device in
-test_parallel.py). tests/conftest.py fakes 4 CPU devices before JAX starts.
+test_parallel.py). tests/conftest.py fakes 4 CPU devices before JAX starts; `case` and
+`make_mesh` are its fixtures.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from alexnet_jax import model, parallel
-from tests.test_parallel import _mesh, case  # pylint: disable=unused-import (a fixture)
 
 # The layouts pmap expresses: the paper's two columns on two devices, and data parallelism.
 MESHES = [(1, 2), (2, 1), (4, 1)]
@@ -17,9 +18,9 @@ MESHES = [(1, 2), (2, 1), (4, 1)]
 
 @pytest.mark.parametrize('train', [False, True])
 @pytest.mark.parametrize('shape', MESHES)
-def test_forward_equals_shard_map(case, shape, train):
+def test_forward_equals_shard_map(case, make_mesh, shape, train):
   cfg, params, images, _ = case
-  mesh, rng = _mesh(*shape), jax.random.key(5)
+  mesh, rng = make_mesh(*shape), jax.random.key(5)
   for layer in (None, 'fc7'):  # fc7: after dropout, so the masks must agree too.
     ref = np.asarray(parallel.apply(params, images, cfg, mesh, train=train, rng=rng, layer=layer))
     out = np.asarray(parallel.apply(params, images, cfg, mesh, train=train, rng=rng, layer=layer,
@@ -30,17 +31,17 @@ def test_forward_equals_shard_map(case, shape, train):
 
 
 @pytest.mark.parametrize('shape', MESHES[:2])
-def test_loss_gradients_equal_shard_map(case, shape):
+def test_loss_gradients_equal_shard_map(case, make_mesh, shape):
   cfg, params, images, labels = case
-  mesh, spec, rng = _mesh(*shape), model.Spec.from_config(cfg), jax.random.key(6)
+  mesh, spec, rng = make_mesh(*shape), model.Spec.from_config(cfg), jax.random.key(6)
   results = {}
   for mapper in parallel.MAPPERS:
-    fn = jax.jit(jax.value_and_grad(parallel.sharded_loss(mesh, spec, 4, mapper=mapper),
-                                    has_aux=True))
-    (value, errors), grads = fn(parallel.shard_params(params, mesh, spec),
-                                jax.device_put(images, parallel.batch_sharding(mesh)),
-                                jax.device_put(labels, parallel.batch_sharding(mesh)),
-                                jax.device_put(rng, parallel.replicated(mesh)))
+    layout = parallel.Layout(mesh, spec, batch_sizes=(4,), mapper=mapper)
+    fn = jax.jit(jax.value_and_grad(layout.loss(4), has_aux=True))
+    (value, errors), grads = fn(layout.shard_params(params),
+                                jax.device_put(images, layout.batch_sharding),
+                                jax.device_put(labels, layout.batch_sharding),
+                                jax.device_put(rng, layout.replicated))
     results[mapper] = float(value), jax.tree.map(float, errors), jax.tree.map(np.asarray, grads)
   (ref_value, ref_errors, ref_grads), (value, errors, grads) = results['shard_map'], results['pmap']
   np.testing.assert_allclose(value, ref_value, rtol=1e-5)
@@ -53,12 +54,38 @@ def test_loss_gradients_equal_shard_map(case, shape):
                                  err_msg=f'{shape} {name} {leaf}')
 
 
-def test_layouts_pmap_cannot_express_are_clear_errors(case):
+@pytest.mark.parametrize('shape', MESHES[:2])
+def test_view_probs_equal_shard_map_inside_the_run_mesh(case, make_mesh, shape):
+  # As evaluation runs it: under jax.set_mesh, on global arrays, counted by error_counts.
+  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  cfg, params, images, labels = case
+  mesh, spec = make_mesh(*shape), model.Spec.from_config(cfg)
+  views = jnp.stack([images, images[:, :, ::-1]], axis=1)  # [4, 2, 224, 224, 3]
+  results = {}
+  with jax.set_mesh(mesh):
+    for mapper in parallel.MAPPERS:
+      layout = parallel.Layout(mesh, spec, batch_sizes=(4,), mapper=mapper)
+
+      def step(params, views, labels, probs_fn=layout.view_probs()):
+        probs = probs_fn(params, views)
+        return probs, evaluate.error_counts(probs, labels, jnp.ones(labels.shape, bool))
+
+      probs, counts = jax.jit(step)(layout.shard_params(params),
+                                    jax.device_put(views, layout.batch_sharding),
+                                    jax.device_put(labels, layout.batch_sharding))
+      results[mapper] = np.asarray(probs), np.asarray(counts)
+  (ref_probs, ref_counts), (probs, counts) = results['shard_map'], results['pmap']
+  assert ref_probs.shape == (4, 10) and ref_probs.std() > 1e-3
+  np.testing.assert_allclose(probs, ref_probs, rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(counts, ref_counts)
+
+
+def test_layouts_pmap_cannot_express_are_clear_errors(case, make_mesh):
   cfg, params, images, _ = case
   spec = model.Spec.from_config(cfg)
   with pytest.raises(ValueError, match=r"mapper='pmap' maps one axis, but the mesh is 2x2"):
-    parallel.sharded_loss(_mesh(2, 2), spec, 4, mapper='pmap')
+    parallel.Layout(make_mesh(2, 2), spec, mapper='pmap')
   with pytest.raises(ValueError, match=r"mapper='pmap' maps one axis"):
-    parallel.apply(params, images, cfg, _mesh(2, 2), mapper='pmap')
+    parallel.apply(params, images, cfg, make_mesh(2, 2), mapper='pmap')
   with pytest.raises(ValueError, match='mapper must be one of'):
-    parallel.sharded_loss(_mesh(1, 1), spec, 4, mapper='xmap')
+    parallel.Layout(make_mesh(1, 1), spec, mapper='xmap')
