@@ -5,18 +5,27 @@ patches (the four corner patches and the center patch) as well as their horizont
 reflections (hence ten patches in all), and averaging the predictions made by the
 network's softmax layer on the ten patches." Every example is counted exactly once:
 the input pipeline pads the last batch and marks the padding in `mask`.
+
+`evaluate` runs one view scheme; `evaluate_views` runs several and logs them (training
+calls it each epoch and at the end); `evaluate_checkpoint` is `--mode=eval`.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import json
+import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from absl import logging
 
-from alexnet_jax import input_pipeline, metrics, parallel
+from alexnet_jax import checkpoints, input_pipeline, metrics, model, parallel, preflight
+
+VIEWS = preflight.VIEWS
 
 
 def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
@@ -84,3 +93,46 @@ def evaluate(params, config, layout: parallel.Layout, views: str, *,
   if int(n) != info.num_eval:
     raise RuntimeError(f'Evaluation counted {int(n)} examples, the split has {info.num_eval}.')
   return {'top1_error': top1 / n, 'top5_error': top5 / n, 'examples': int(n)}
+
+
+def evaluate_views(params, config, layout: parallel.Layout, views, step: int, workdir: str,
+                   writer: metrics.Writer, *, final: bool = True) -> dict:
+  """Runs each view scheme and logs the errors; `final` results also go to DIR/eval.json."""
+  results = {'step': step}
+  for v in views:
+    results[v] = evaluate(params, config, layout, v)
+    logging.info('eval %-6s step %d: top-1 error %.4f, top-5 error %.4f (%d images)', v, step,
+                 results[v]['top1_error'], results[v]['top5_error'], results[v]['examples'])
+    writer.write(step, {f'val_{v}_top1_error': results[v]['top1_error'],
+                        f'val_{v}_top5_error': results[v]['top5_error']})
+  if final and jax.process_index() == 0:
+    results['devices'] = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
+    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`--mode=eval`: the latest checkpoint of `workdir` on the eval split, every view scheme."""
+  spec = preflight.check_config(config)
+  layout = parallel.Layout.from_config(config, batch_sizes=(config.eval_batch_size,))
+  preflight.check_dataset(config, spec)
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  step = checkpoints.Checkpoints(workdir).latest_step() if os.path.isdir(ckpt_dir) else None
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {ckpt_dir}: train first (without --mode=eval) '
+                            'or point --workdir at a trained run.')
+  preflight.ensure_statistics(config.data)
+  params = checkpoints.load_params(workdir)
+  model.validate_params(params, spec)
+  # NaN scores would make every example an error: say why instead.
+  bad = [f'{name}/{leaf}' for name, layer in params.items() for leaf, x in layer.items()
+         if not np.all(np.isfinite(x))]
+  if bad:
+    raise ValueError(f'checkpoint {os.path.join(ckpt_dir, str(step))} holds NaN/Inf params '
+                     f'({", ".join(bad)}): delete that step directory to evaluate the one before '
+                     'it, or train again with a lower --config.optim.learning_rate.')
+  with jax.set_mesh(layout.mesh):
+    params = layout.shard_params(params)
+    writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
+    return evaluate_views(params, config, layout, config.eval_views, step, workdir, writer)

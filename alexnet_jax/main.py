@@ -1,6 +1,7 @@
 """Command line: `python -m alexnet_jax.main --config=configs/paper.py --workdir=DIR`.
 
-Only wires flags to `alexnet_jax.train`; any config field can be overridden, e.g.
+Wires flags to `alexnet_jax.train` (train, then evaluate) or `alexnet_jax.evaluate`
+(`--mode=eval`), and prints the run's summary; any config field can be overridden, e.g.
 `--config.batch_size=256 --config.mesh.model=2`.
 
 Multi-process: on a Cloud TPU pod, under SLURM (`srun`) or Open MPI (`mpirun`) the same
@@ -43,6 +44,27 @@ class _QuietLibraries(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in self.NOISY)
 
 
+def print_summary(summary: dict, num_classes: int | None = None) -> None:
+  """The end of a run in a few lines on stdout: did it learn, and how well."""
+  import jax  # pylint: disable=g-import-not-at-top  (imported after flag parsing)
+  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != 0:
+    return
+  if summary.get('preempted'):
+    print(f"Pre-empted at step {summary['step']}: run the same command to resume.")
+    return
+  if 'first_loss' in summary:
+    print(f"Training loss: {summary['first_loss']:.4f} (first logged) -> {summary['last_loss']:.4f} "
+          f"(step {summary['step']}).")
+  chance = f", chance {100 * (1 - 1 / num_classes):.1f}%" if num_classes else ''
+  for v in evaluate.VIEWS:
+    if v in summary.get('eval', {}):
+      r = summary['eval'][v]
+      print(f"Held-out ({v} view{'s' if v == 'ten' else ''}): top-1 error {100 * r['top1_error']:.2f}% "
+            f"(accuracy {100 * (1 - r['top1_error']):.2f}%{chance}), top-5 error "
+            f"{100 * r['top5_error']:.2f}%, {r['examples']} images.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -53,14 +75,14 @@ def main(argv):
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except ValueError as e:
     sys.exit(f'error: {e}')
-  from alexnet_jax import train  # After flag parsing: --help stays fast.
+  from alexnet_jax import evaluate, train  # After flag parsing: --help stays fast.
   try:
     if FLAGS.mode == 'eval':
-      results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
-      train.print_summary({'eval': results}, FLAGS.config.model.num_classes)
+      results = evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+      print_summary({'eval': results}, FLAGS.config.model.num_classes)
     else:
       summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-      train.print_summary(summary, summary.get('num_classes'))
+      print_summary(summary, summary.get('num_classes'))
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as e:
     # Bad config, data, files or checkpoints: one line that says what to change.
     sys.exit(f'error: {e}')

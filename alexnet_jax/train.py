@@ -1,92 +1,35 @@
-"""Training and evaluation the paper's way (Sec. 5, 6): `train_and_evaluate(config, workdir)`.
+"""Training the paper's way (Sec. 5, 6), then evaluating: `train_and_evaluate(config, workdir)`.
 
-The train step is one jitted function over the device mesh: the sharded network's
-batch-mean softmax cross-entropy, its exact gradient, and the paper's update rule
-(`optim.paper_sgd`); the old state is donated, and the step number is folded into the
-rng so dropout differs per step yet a resumed run repeats an uninterrupted one.
+The train step is one jitted function over the run's `parallel.Layout`: the sharded
+network's batch-mean softmax cross-entropy, its exact gradient, and the paper's update
+rule (`optim.paper_sgd`); the old state is donated, and the step number is folded into
+the rng so dropout differs per step yet a resumed run repeats an uninterrupted one.
 Everything a run needs to continue (params, optimizer and schedule state, step, rng;
-the data position is the step) is in the checkpoint.
+the data position is the step) is in the checkpoint. Evaluation (per epoch and at the
+end) is `evaluate.evaluate_views`; `--mode=eval` is `evaluate.evaluate_checkpoint`.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import json
 import math
 import os
 import signal
-import tempfile
 import threading
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
 from absl import logging
 
-from alexnet_jax import checkpoints, evaluate, input_pipeline, metrics, model, optim, parallel
-
-VIEWS = ('center', 'ten')
-
+from alexnet_jax import (checkpoints, evaluate, input_pipeline, metrics, model, optim, parallel,
+                         preflight)
 
 class TrainingDiverged(RuntimeError):
   """The loss or a parameter became NaN or Inf; the last good checkpoint is kept."""
-
-
-def check_config(config: ml_collections.ConfigDict) -> model.Spec:
-  """One-line ValueErrors for settings that cannot work, before anything is written."""
-  spec = model.Spec.from_config(config.model)
-  optim.validate(config.optim)
-  for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
-                'checkpoint_every_steps', 'keep_checkpoints', 'eval_every_epochs'):
-    if config[field] < 1:
-      raise ValueError(f'config.{field} must be a positive integer, got {config[field]}.')
-  if config.data.statistics not in input_pipeline.STATISTICS:
-    raise ValueError(f'config.data.statistics must be one of {input_pipeline.STATISTICS}, got '
-                     f'{config.data.statistics!r}.')
-  unknown = set(config.eval_views) - set(VIEWS)
-  if unknown:
-    raise ValueError(f'config.eval_views may hold {VIEWS}, got {tuple(config.eval_views)}.')
-  return spec
-
-
-def check_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir):
-      pass
-  except OSError as e:
-    raise ValueError(f'cannot write to workdir {workdir!r} ({e.strerror}): choose another '
-                     '--workdir.') from None
-
-
-def check_dataset(config, spec: model.Spec) -> input_pipeline.DatasetInfo:
-  info = input_pipeline.dataset_info(config.data)
-  if info.num_classes != spec.num_classes:
-    raise ValueError(f'The dataset has {info.num_classes} classes but config.model.num_classes '
-                     f'is {spec.num_classes}: set --config.model.num_classes={info.num_classes}.')
-  return info
-
-
-def ensure_statistics(data_cfg) -> None:
-  """Sec. 2's mean image (and Sec. 4.1's PCA) of this training split, before training.
-
-  Process 0 computes them if the file is missing (one streaming pass with a progress
-  line); the other processes wait for it and then read the same file. On a data_dir that
-  is not shared, a process that still finds no file computes the same statistics itself.
-  """
-  if data_cfg.statistics == 'imagenet':
-    logging.info('config.data.statistics=imagenet: subtracting the ImageNet per-channel '
-                 'mean, not this training split\'s mean image.')
-    return
-  if jax.process_index() == 0:
-    input_pipeline.load_stats(data_cfg)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('alexnet_jax: dataset statistics')
-  input_pipeline.load_stats(data_cfg)
 
 
 def init_state(config, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
@@ -188,34 +131,17 @@ def _meta(config, step: int, steps_per_epoch: int) -> dict:
           'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}'}
 
 
-def evaluate_views(params, config, layout, views, step: int, workdir: str, writer, *,
-                   final: bool = True) -> dict:
-  """Runs each view scheme and logs the errors; `final` results also go to DIR/eval.json."""
-  results = {'step': step}
-  for v in views:
-    results[v] = evaluate.evaluate(params, config, layout, v)
-    logging.info('eval %-6s step %d: top-1 error %.4f, top-5 error %.4f (%d images)', v, step,
-                 results[v]['top1_error'], results[v]['top5_error'], results[v]['examples'])
-    writer.write(step, {f'val_{v}_top1_error': results[v]['top1_error'],
-                        f'val_{v}_top5_error': results[v]['top5_error']})
-  if final and jax.process_index() == 0:
-    results['devices'] = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
-    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-      json.dump(results, f, indent=2)
-  return results
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
 
   Returns a summary dict: the final step, first and last logged training loss, and the
   eval results per view scheme (also written to DIR/eval.json).
   """
-  spec = check_config(config)
+  spec = preflight.check_config(config)
   layout = parallel.Layout.from_config(config)
-  info = check_dataset(config, spec)
-  check_workdir(workdir)
-  ensure_statistics(config.data)
+  info = preflight.check_dataset(config, spec)
+  preflight.check_workdir(workdir)
+  preflight.ensure_statistics(config.data)
   lead = jax.process_index() == 0
 
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
@@ -283,8 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
         epoch_done = step % steps_per_epoch == 0
         if epoch_done and (step // steps_per_epoch) % config.eval_every_epochs == 0 and step < total_steps:
-          val = evaluate_views(state['params'], config, layout, ('center',), step, workdir,
-                               writer, final=False)['center']
+          val = evaluate.evaluate_views(state['params'], config, layout, ('center',), step,
+                                        workdir, writer, final=False)['center']
           opt_state, decayed = optim.plateau_update_from_config(config.optim, state['opt_state'],
                                                                 val['top1_error'])
           state = {**state, 'opt_state': opt_state}
@@ -313,52 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary = {'step': step, 'preempted': False}
     if losses:
       summary.update(first_loss=losses[0], last_loss=losses[-1])
-    summary['eval'] = evaluate_views(state['params'], config, layout, config.eval_views, step,
-                                     workdir, writer)
+    summary['eval'] = evaluate.evaluate_views(state['params'], config, layout,
+                                              config.eval_views, step, workdir, writer)
     summary['num_classes'] = spec.num_classes
     return summary
-
-
-def print_summary(summary: dict, num_classes: int | None = None) -> None:
-  """The end of a run in a few lines on stdout: did it learn, and how well."""
-  if jax.process_index() != 0:
-    return
-  if summary.get('preempted'):
-    print(f"Pre-empted at step {summary['step']}: run the same command to resume.")
-    return
-  if 'first_loss' in summary:
-    print(f"Training loss: {summary['first_loss']:.4f} (first logged) -> {summary['last_loss']:.4f} "
-          f"(step {summary['step']}).")
-  chance = f", chance {100 * (1 - 1 / num_classes):.1f}%" if num_classes else ''
-  for v in VIEWS:
-    if v in summary.get('eval', {}):
-      r = summary['eval'][v]
-      print(f"Held-out ({v} view{'s' if v == 'ten' else ''}): top-1 error {100 * r['top1_error']:.2f}% "
-            f"(accuracy {100 * (1 - r['top1_error']):.2f}%{chance}), top-5 error "
-            f"{100 * r['top5_error']:.2f}%, {r['examples']} images.")
-
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """`--mode=eval`: the latest checkpoint of `workdir` on the eval split, every view scheme."""
-  spec = check_config(config)
-  layout = parallel.Layout.from_config(config, batch_sizes=(config.eval_batch_size,))
-  check_dataset(config, spec)
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  step = checkpoints.Checkpoints(workdir).latest_step() if os.path.isdir(ckpt_dir) else None
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {ckpt_dir}: train first (without --mode=eval) '
-                            'or point --workdir at a trained run.')
-  ensure_statistics(config.data)
-  params = checkpoints.load_params(workdir)
-  model.validate_params(params, spec)
-  # NaN scores would make every example an error: say why instead.
-  bad = [f'{name}/{leaf}' for name, layer in params.items() for leaf, x in layer.items()
-         if not np.all(np.isfinite(x))]
-  if bad:
-    raise ValueError(f'checkpoint {os.path.join(ckpt_dir, str(step))} holds NaN/Inf params '
-                     f'({", ".join(bad)}): delete that step directory to evaluate the one before '
-                     'it, or train again with a lower --config.optim.learning_rate.')
-  with jax.set_mesh(layout.mesh):
-    params = layout.shard_params(params)
-    writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
-    return evaluate_views(params, config, layout, config.eval_views, step, workdir, writer)

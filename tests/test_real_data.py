@@ -218,11 +218,11 @@ def test_demo_config_computes_its_own_mean():
 
 
 def test_unknown_statistics_value_is_a_one_line_error(tmp_path):
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import preflight  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.data.statistics = 'mean'
   with pytest.raises(ValueError, match=r"config.data.statistics must be one of \('train_split'"):
-    train.check_config(config)
+    preflight.check_config(config)
 
 
 def test_empty_class_folder_is_named(tmp_path):

@@ -1,0 +1,73 @@
+"""Before a run (training or `--mode=eval`) starts: the checks that turn bad input into a
+one-line ValueError before anything is written or compiled, and the dataset statistics.
+
+Both `alexnet_jax.train` and `alexnet_jax.evaluate` run these; the device layout is
+checked by `parallel.Layout`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+from absl import logging
+
+from alexnet_jax import input_pipeline, model, optim
+
+VIEWS = ('center', 'ten')  # Sec. 4.1's view schemes: the centre crop, and the 10 views.
+
+
+def check_config(config: ml_collections.ConfigDict) -> model.Spec:
+  """One-line ValueErrors for settings that cannot work, before anything is written."""
+  spec = model.Spec.from_config(config.model)
+  optim.validate(config.optim)
+  for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
+                'checkpoint_every_steps', 'keep_checkpoints', 'eval_every_epochs'):
+    if config[field] < 1:
+      raise ValueError(f'config.{field} must be a positive integer, got {config[field]}.')
+  if config.data.statistics not in input_pipeline.STATISTICS:
+    raise ValueError(f'config.data.statistics must be one of {input_pipeline.STATISTICS}, got '
+                     f'{config.data.statistics!r}.')
+  unknown = set(config.eval_views) - set(VIEWS)
+  if unknown:
+    raise ValueError(f'config.eval_views may hold {VIEWS}, got {tuple(config.eval_views)}.')
+  return spec
+
+
+def check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise ValueError(f'cannot write to workdir {workdir!r} ({e.strerror}): choose another '
+                     '--workdir.') from None
+
+
+def check_dataset(config, spec: model.Spec) -> input_pipeline.DatasetInfo:
+  info = input_pipeline.dataset_info(config.data)
+  if info.num_classes != spec.num_classes:
+    raise ValueError(f'The dataset has {info.num_classes} classes but config.model.num_classes '
+                     f'is {spec.num_classes}: set --config.model.num_classes={info.num_classes}.')
+  return info
+
+
+def ensure_statistics(data_cfg) -> None:
+  """Sec. 2's mean image (and Sec. 4.1's PCA) of this training split, before training.
+
+  Process 0 computes them if the file is missing (one streaming pass with a progress
+  line); the other processes wait for it and then read the same file. On a data_dir that
+  is not shared, a process that still finds no file computes the same statistics itself.
+  """
+  if data_cfg.statistics == 'imagenet':
+    logging.info('config.data.statistics=imagenet: subtracting the ImageNet per-channel '
+                 'mean, not this training split\'s mean image.')
+    return
+  if jax.process_index() == 0:
+    input_pipeline.load_stats(data_cfg)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('alexnet_jax: dataset statistics')
+  input_pipeline.load_stats(data_cfg)
