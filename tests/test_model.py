@@ -8,9 +8,6 @@ import pytest
 import alexnet_jax
 from alexnet_jax import model
 
-# Temporary, until tests/test_parallel.py takes the conftest fixture: it imports this name.
-from tests.conftest import _small_model_config as small_config  # noqa: F401
-
 
 def test_parameter_count_is_the_papers():
   # Sec. 3.5 / Fig. 2's layers: 60,965,224, summed by hand per layer in test_layout below.
