@@ -44,7 +44,7 @@ def _choice(name: str, value, allowed, shown: str | None = None) -> None:
 class Spec:
   """The model's fields, declared once: `model_config()` is this dataclass's defaults as a
   ConfigDict, and a Spec is the validated, hashable view of such a config that `jit` takes
-  as a static argument and `AlexNet` reads. The defaults are the paper's (SPEC.md)."""
+  as a static argument and `AlexNet` reads. The defaults are the paper's (section beside each)."""
   num_classes: int = 1000  # Sec. 2: ILSVRC's 1000 classes.
   columns: int = 2  # Sec. 3.2: two columns ("GPUs"); 1 = the one-column ablation.
   # Sec. 3.5: 224x224x3 input. 227 is Caffe's choice (no padding needed for 55x55).
@@ -109,7 +109,7 @@ class Spec:
     """Kernels per column, conv1..conv5."""
     if self.columns == 2:
       return tuple(f // 2 for f in self.conv_features)
-    # SPEC.md Sec. 3: the one-column net has half the kernels in conv1-conv4 but the
+    # Sec. 3.2's comparison: the one-column net has half the kernels in conv1-conv4 but the
     # full conv5 and fully-connected layers, so that parameter counts stay close.
     return tuple(f // 2 for f in self.conv_features[:4]) + (self.conv_features[4],)
 
@@ -141,7 +141,7 @@ def model_config() -> ml_collections.ConfigDict:
 
 
 def conv1_padding(image_size: int) -> tuple[int, int]:
-  """Zero padding (before, after) that makes conv1's output 55x55 (SPEC.md Sec. 3).
+  """Zero padding (before, after) that makes conv1's output 55x55 (Sec. 3.5, Fig. 2).
 
   The original code computes 1 + ceil((224 - 11) / 4) = 55 output positions, which is
   zero padding of 0 before and 3 after; a 227 input needs none.

@@ -183,7 +183,7 @@ def test_lighting_none_and_zero_std_add_nothing(tmp_path):
 
 
 def test_default_lighting_constants_match_spec():
-  # SPEC.md: eigenvector rows are R, G, B components; columns are the eigenvectors.
+  # Sec. 4.1 (the widely used ImageNet values): eigenvector rows are R, G, B components; columns are the eigenvectors.
   stats = input_pipeline.Stats(None, input_pipeline.IMAGENET_EIGVAL,
                                input_pipeline.IMAGENET_EIGVEC, input_pipeline.ORIGINAL_STDDEV,
                                input_pipeline.ORIGINAL_EIGVEC)
