@@ -23,7 +23,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from alexnet_jax import checkpoints, input_pipeline, metrics, model, parallel, preflight
+from alexnet_jax import (checkpoints, input_pipeline, losses, metrics, model, parallel,
+                         preflight)
 
 VIEWS = preflight.VIEWS
 
@@ -32,20 +33,12 @@ def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Ar
   """[top-1 errors, top-5 errors, examples] among the unmasked rows.
 
   probs: [N, classes] probabilities, or any score that orders the classes the same way
-  (logits). Ties count against the model, and so does a row with any NaN or Inf: a
-  diverged model must not score as a perfect one.
+  (logits). Counted by `losses.top_k_errors`' rule: ties count against the model, and so
+  does a row with any NaN or Inf.
   """
-  num_classes = probs.shape[-1]
-  # A one-hot product rather than a gather: elementwise, so it needs no resharding of the
-  # batch-sharded arrays.
-  true_prob = jnp.sum(probs * jax.nn.one_hot(labels, num_classes, dtype=probs.dtype),
-                      axis=-1, keepdims=True)
-  # Ties count against the model: rank = classes scoring at least as high, less itself.
-  rank = jnp.sum(probs >= true_prob, axis=-1) - 1
-  # NaN compares false with everything, which would give rank -1 (right); Inf may tie or win.
-  rank = jnp.where(jnp.all(jnp.isfinite(probs), axis=-1), rank, num_classes)
+  wrong = losses.top_k_errors(probs, labels, (1, 5))
   m = mask.astype(jnp.float32)
-  return jnp.stack([jnp.sum(m * (rank >= 1)), jnp.sum(m * (rank >= 5)), jnp.sum(m)])
+  return jnp.stack([jnp.sum(m * wrong[:, 0]), jnp.sum(m * wrong[:, 1]), jnp.sum(m)])
 
 
 @functools.lru_cache(maxsize=8)

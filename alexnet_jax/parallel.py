@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import model, pmap_mapper
+from alexnet_jax import losses, model, pmap_mapper
 
 AXES = ('data', 'model')
 MAPPERS = ('shard_map', 'pmap')
@@ -264,23 +264,12 @@ class _ShardMap:
                          out_specs=P('data'))
 
 
-def cross_entropy_and_errors(logits, labels):
-  """Per-example softmax cross-entropy and top-1 / top-5 error indicators."""
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-  ce = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-  # Rank of the true class: the other classes scoring at least as high (ties count
-  # against the model, so a constant output is never "right").
-  true_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  rank = jnp.sum(logits >= true_logit, axis=-1) - 1
-  return ce, (rank >= 1).astype(jnp.float32), (rank >= 5).astype(jnp.float32)
-
-
 def loss_sums(params, images, labels, rng, spec: model.Spec, placement: model.Placement,
               global_batch: int):
   """This device's [cross-entropy, top-1 errors, top-5 errors] summed over its examples,
   divided by the global batch size: its share of the global-batch means."""
   logits = model.forward(params, images, spec, train=True, rng=rng, placement=placement)
-  ce, top1, top5 = cross_entropy_and_errors(logits, labels)
+  ce, top1, top5 = losses.cross_entropy_and_errors(logits, labels)
   return jnp.stack([ce.sum(), top1.sum(), top5.sum()]) / global_batch
 
 
