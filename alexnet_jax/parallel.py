@@ -141,14 +141,18 @@ class Layout:
                    'bias': P() if name == 'fc8' else P('model')}
             for name in self.spec.layers}
 
+  @property
+  def batch_spec(self) -> P:
+    """Images, labels and masks: the leading (example) axis split over 'data'."""
+    return P('data')
+
   @functools.cached_property
   def param_shardings(self) -> dict:
     return jax.tree.map(lambda p: NamedSharding(self.mesh, p), self.param_specs)
 
   @functools.cached_property
   def batch_sharding(self) -> NamedSharding:
-    """Images, labels and masks: the leading (example) axis split over 'data'."""
-    return NamedSharding(self.mesh, P('data'))
+    return NamedSharding(self.mesh, self.batch_spec)
 
   @functools.cached_property
   def replicated(self) -> NamedSharding:
@@ -240,8 +244,9 @@ class _ShardMap:
       # mean (exact for equal values) tells shard_map they are replicated over 'model'.
       return jax.lax.pmean(out, 'model')
 
-    return jax.shard_map(mapped, mesh=layout.mesh, in_specs=(layout.param_specs, P('data'), P()),
-                         out_specs=P('data'))
+    return jax.shard_map(mapped, mesh=layout.mesh,
+                         in_specs=(layout.param_specs, layout.batch_spec, P()),
+                         out_specs=layout.batch_spec)
 
   def loss(self, per_device, finish):
     layout = self.layout
@@ -251,7 +256,7 @@ class _ShardMap:
       return finish(jax.lax.pmean(jax.lax.psum(sums, 'data'), 'model'))
 
     return jax.shard_map(mapped, mesh=layout.mesh,
-                         in_specs=(layout.param_specs, P('data'), P('data'), P()),
+                         in_specs=(layout.param_specs, layout.batch_spec, layout.batch_spec, P()),
                          out_specs=(P(), P()))
 
   def view_probs(self, per_device):
@@ -260,8 +265,8 @@ class _ShardMap:
     def mapped(params, images):
       return jax.lax.pmean(per_device(params, images, layout.placement), 'model')
 
-    return jax.shard_map(mapped, mesh=layout.mesh, in_specs=(layout.param_specs, P('data')),
-                         out_specs=P('data'))
+    return jax.shard_map(mapped, mesh=layout.mesh, in_specs=(layout.param_specs, layout.batch_spec),
+                         out_specs=layout.batch_spec)
 
 
 def loss_sums(params, images, labels, rng, spec: model.Spec, placement: model.Placement,

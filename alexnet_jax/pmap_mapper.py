@@ -41,7 +41,7 @@ class Pmap:
     self.param_axes = jax.tree.map(lambda p: 0 if len(p) and p[0] == self.axis else None,
                                    layout.param_specs, is_leaf=lambda x: isinstance(x, P))
     # The batch is split over the mapped axis if the layout splits it there ('data').
-    self.batch_axis = 0 if self.axis in layout.batch_sharding.spec else None
+    self.batch_axis = 0 if layout.batch_spec[0] == self.axis else None
     self.place = functools.partial(layout.placement, axes=(self.axis,))
 
   # ---------------------------------------------------------------- operands and results
@@ -52,7 +52,9 @@ class Pmap:
 
   def _split(self, x):
     """The batch split over 'data' ([N, ...] -> [size, N/size, ...]), else broadcast."""
-    return x if self.batch_axis is None else x.reshape((self.size, x.shape[0] // self.size) + x.shape[1:])
+    if self.batch_axis is None:
+      return x
+    return x.reshape((self.size, x.shape[0] // self.size) + x.shape[1:])
 
   def _examples(self, out):
     """Per-device outputs -> the batch's: over 'data' the devices hold consecutive slices
