@@ -98,7 +98,7 @@ def parse_flags(argv):
     # ml_collections raises these for an unknown field or a value of the wrong type.
     bad = [a for a in argv[1:] if a.startswith('--config.')]
     sys.exit(f'error: cannot apply {" ".join(bad)} ({str(e).strip(chr(34))}): fields and their '
-             'types are in configs/default.py and alexnet_jax/model.py.')
+             'types are in alexnet_jax/config.py and alexnet_jax/model.py (Spec).')
 
 
 if __name__ == '__main__':

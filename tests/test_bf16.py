@@ -19,15 +19,15 @@ from alexnet_jax import input_pipeline, model, optim, parallel, train
 
 
 def _step(config):
-  spec = model.Spec.from_config(config.model)
-  mesh = parallel.make_mesh(1, 1, devices=jax.devices()[:1])
+  layout = parallel.Layout(parallel.make_mesh(1, 1, devices=jax.devices()[:1]),
+                           model.Spec.from_config(config.model))
   tx = optim.make_optimizer(config.optim, steps_per_epoch=6)
-  state = train.init_state(config, mesh, spec, tx)
+  state = train.init_state(config, layout, tx)
   before = jax.tree.map(np.asarray, state['params'])
   images = 60.0 * jax.random.normal(jax.random.key(1), (4, 224, 224, 3), jnp.float32)
-  images = jax.device_put(images, parallel.batch_sharding(mesh))
-  labels = jax.device_put(jnp.array([0, 1, 1, 0]), parallel.batch_sharding(mesh))
-  state, metrics = train.make_train_step(mesh, spec, tx, 4)(state, images, labels)
+  images = jax.device_put(images, layout.batch_sharding)
+  labels = jax.device_put(jnp.array([0, 1, 1, 0]), layout.batch_sharding)
+  state, metrics = train.make_train_step(layout, tx, 4)(state, images, labels)
   return before, state, metrics
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import alexnet_jax
-from alexnet_jax import checkpoints, input_pipeline, model, optim, train
+from alexnet_jax import checkpoints, evaluate, input_pipeline, optim, parallel, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,7 +65,7 @@ def test_evaluation_counts_every_example_once(folder, tmp_path, tiny_config):
   for batch_size, data in ((1, 1), (3, 1), (4, 2), (14, 2), (16, 4)):
     config.eval_batch_size = batch_size
     config.mesh.data = data
-    result = train.evaluate_checkpoint(config, workdir)
+    result = evaluate.evaluate_checkpoint(config, workdir)
     assert result['ten']['examples'] == 14, batch_size
     assert result['ten']['top1_error'] == pytest.approx(expected, abs=1e-6), batch_size
 
@@ -171,16 +171,15 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path, t
 def test_eval_of_a_checkpoint_with_nan_params_is_a_clear_error(folder, tmp_path, tiny_config):
   config = tiny_config(folder)
   workdir = str(tmp_path / 'run')
-  spec = model.Spec.from_config(config.model)
-  mesh = train.build_mesh(config)
-  with jax.set_mesh(mesh):
-    state = train.init_state(config, mesh, spec, optim.make_optimizer(config.optim, 6))
+  layout = parallel.Layout.from_config(config)
+  with jax.set_mesh(layout.mesh):
+    state = train.init_state(config, layout, optim.make_optimizer(config.optim, 6))
   params = jax.tree.map(np.array, state['params'])
   params['fc8']['bias'][1] = np.nan  # As a diverged run, or a damaged copy, would hold.
   with checkpoints.Checkpoints(workdir, every=1) as ckpt:
     ckpt.save(4, {**state, 'params': params}, {}, force=True)
   with pytest.raises(ValueError) as info:
-    train.evaluate_checkpoint(config, workdir)
+    evaluate.evaluate_checkpoint(config, workdir)
   message = str(info.value)
   assert '\n' not in message
   assert os.path.join(workdir, 'checkpoints', '4') in message and 'fc8' in message
