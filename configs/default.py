@@ -32,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
   # (the released code's stronger 0-255 std-dev variant), or 'none'.
   config.data.lighting = 'paper'
   config.data.lighting_std = 0.1  # Sec. 4.1: sigma of a_i.
+  # Sec. 2: each crop minus its own window of the per-pixel mean image ('crop'). 'center':
+  # every crop and view minus the mean image's central crop, as the original code does.
+  config.data.mean_patch = 'crop'
   # Multiplies the centred images. 1 = the paper's raw 0-255 RGB values (Sec. 2); 1/60
   # (about ImageNet's pixel std) gives unit-scale inputs, which short runs with
   # model.init='he' need (later practice, not the paper).
