@@ -30,8 +30,9 @@ class TwoColumnAlexNet(nn.Module):
     w1, w2, w3, w4, w5 = spec.conv_widths
     f6, f7 = spec.fc_widths
     pad_after = model.conv1_padding(spec.image_size)[1]
-    # nn.LocalResponseNorm computes alpha / n * sum: pass alpha * n for the paper's formula.
-    lrn = lambda: nn.LocalResponseNorm(spec.lrn_n, alpha=spec.lrn_alpha * spec.lrn_n,
+    # nn.LocalResponseNorm computes alpha / n * sum: pass n times what multiplies the sum
+    # (model.lrn_alpha, or alpha / n with model.lrn_alpha_over_n).
+    lrn = lambda: nn.LocalResponseNorm(spec.lrn_n, alpha=spec.lrn_scale * spec.lrn_n,
                                        beta=spec.lrn_beta, k=spec.lrn_k)
     pool = lambda: nn.MaxPool2d(spec.pool_window, spec.pool_stride)
     self.pad1 = nn.ZeroPad2d((0, pad_after, 0, pad_after))  # (left, right, top, bottom).
