@@ -21,8 +21,9 @@ from exactly the configured data, that copy is read instead of the source.
 Images given to the model are on the 0-255 scale minus the per-pixel training-set mean image
 (Sec. 2), which is subtracted from the 256x256 image before cropping, so each crop loses the
 mean of its own window (`config.data.mean_patch='center'` subtracts the mean image's centre
-crop from every crop instead, as the original code does). The mean image and the RGB eigen-decomposition are computed from the
-training split on first use and kept in a file keyed by the dataset (see `load_stats`).
+crop from every crop instead, as the original code does). The mean image and the RGB
+eigen-decomposition are computed from the training split on first use and kept in a file
+keyed by the dataset (see `load_stats`).
 
 Ten-view order (`views='ten'`): top-left, top-right, bottom-left, bottom-right and centre
 crops, then the horizontal reflections of those five in the same order.

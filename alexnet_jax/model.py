@@ -77,7 +77,8 @@ class Spec:
   # conv1 before its ReLU: conv -> LRN -> ReLU -> pool (SPEC.md, "Original code").
   lrn1_before_relu: bool = False
   # Not in the paper: the original code's extra within-channel contrast normalisation after
-  # conv2 (cuda-convnet's `cnorm` layer), applied after conv2's ReLU, before lrn2:
+  # conv2 (cuda-convnet's `cnorm` layer), applied after conv2's ReLU, before lrn2 (SPEC.md
+  # says only "after conv2": its place relative to lrn2 is this project's reading):
   #   b = a / (1 + alpha / size^2 * sum_{size x size window} (a - m)^2)^beta,
   # m the mean of a over the size x size window around each position (zero beyond the
   # edges, divided by size^2), all within one channel. Its scale and power in the 2012

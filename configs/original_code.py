@@ -17,7 +17,8 @@ def get_config():
   model = config.model
   # Sec. 3.3 writes alpha * sum; cuda-convnet's cmrnorm divides the layer-params `scale`
   # (1e-4) by the size (5): 2e-5 multiplies the sum. k stays the paper's 2: SPEC.md records
-  # no difference there (cuda-convnet2 exposes it as `minDiv`; the 2012 file is unverified).
+  # no difference there. Unverified: cuda-convnet2 makes k a parameter (`minDiv`, 2 in its
+  # ImageNet params), and some cuda-convnet versions hard-code 1 in the cross-map kernel.
   model.lrn_alpha_over_n = True
   model.lrn1_before_relu = True  # conv1 -> LRN -> ReLU -> pool (the paper: ReLU first).
   # The extra within-channel 5x5 normalisation after conv2, cuda-convnet's `cnorm` layer
