@@ -37,6 +37,9 @@ def default_config() -> ml_collections.ConfigDict:
   # (the released code's stronger 0-255 std-dev variant), or 'none'.
   config.data.lighting = 'paper'
   config.data.lighting_std = 0.1  # Sec. 4.1: sigma of a_i.
+  # Sec. 2: each crop minus its own window of the per-pixel mean image ('crop'). 'center':
+  # every crop and view minus the mean image's central crop, as the original code does.
+  config.data.mean_patch = 'crop'
   # Multiplies the centred images. 1 = the paper's raw 0-255 RGB values (Sec. 2); 1/60
   # (about ImageNet's pixel std) gives unit-scale inputs, which short runs with
   # model.init='he' need (later practice, not the paper).
@@ -114,4 +117,83 @@ def paper_config() -> ml_collections.ConfigDict:
   config.batch_size = 128  # Sec. 5.
   config.num_epochs = 90  # Sec. 5.
   config.optim.schedule = 'step'  # Original run's log: /10 at epochs 25, 51, 79 (default_config).
+  return config
+
+
+def original_code_config() -> ml_collections.ConfigDict:
+  """The released 2012 run as it ran: the paper config plus the original code's differences.
+
+  "Original code" is the 2012 cuda-convnet configuration of this model (layers-145.cfg /
+  layer-params-145.cfg). Its notes log 40.66% top-1 / 18.21% top-5 validation error
+  (`alexnet_jax.report` shows runs of this config beside those numbers). Each line below
+  is one switch whose default is the paper's; README "Switches" lists them all.
+  """
+  config = paper_config()
+  model = config.model
+  # Sec. 3.3 writes alpha * sum; cuda-convnet's cmrnorm divides the layer-params `scale`
+  # (1e-4) by the size (5): 2e-5 multiplies the sum. k stays the paper's 2: the
+  # released numbers record no difference there. Unverified: cuda-convnet2 makes k a parameter (`minDiv`, 2 in its
+  # ImageNet params), and some cuda-convnet versions hard-code 1 in the cross-map kernel.
+  model.lrn_alpha_over_n = True
+  model.lrn1_before_relu = True  # conv1 -> LRN -> ReLU -> pool (the paper: ReLU first).
+  # The extra within-channel 5x5 normalisation after conv2, cuda-convnet's `cnorm` layer
+  # (cuda-convnet ContrastNormLayer: x / (1 + scale / size^2 * sum_5x5 (x - local mean)^2)
+  # ^ pow). Its scale and pow in layer-params-145 are not recorded here: model.cnorm2_alpha
+  # and cnorm2_beta keep their placeholder defaults (0.001, 0.75) until they are known.
+  model.cnorm2 = True
+  model.init_std_conv345 = 0.03  # Sec. 5 says N(0, 0.01) everywhere; the file: 0.03 for conv3-5.
+  # Sec. 5: one learning rate and weight decay for all weights. The original code: biases
+  # at twice the weights' rate (epsB = 2 epsW) and without weight decay.
+  config.optim.bias_lr_multiplier = 2.0
+  config.optim.decay_biases = False
+  # Sec. 4.1 lighting with the released code's constants: a_i times the 0-255 standard
+  # deviations, and the centred image plus that noise multiplied by 1/1.1 (training only).
+  config.data.lighting = 'original'
+  # The original code subtracts the mean image's centre 224 patch from every crop, not the
+  # crop's own window. Worth a switch although ImageNet's mean image is smooth (the two
+  # differ by a few grey levels, most near the borders): it is one line of the pipeline,
+  # it changes every training input, and without it this config is not the run it claims.
+  config.data.mean_patch = 'center'
+  return config
+
+
+def caffe_bvlc_config() -> ml_collections.ConfigDict:
+  """Caffe's reference AlexNet, bvlc_alexnet, switch for switch; also the config that
+  evaluates its converted weights (README, "Pretrained weights").
+
+  Expected with the converted weights (Caffe model zoo, ILSVRC-2012 validation, centre
+  crop): 57.1% top-1 / 80.2% top-5 accuracy, i.e. 42.9% / 19.8% error. Its grouped layers
+  (conv2, conv4, conv5: `group: 2`) are this project's two columns; its layer order is the
+  paper's: conv -> ReLU -> LRN -> max-pool for layers 1 and 2 (bvlc_reference_caffenet,
+  not this one, pools before normalising). fc8 is one 1000-way layer, as here by default.
+  """
+  config = paper_config()
+  model = config.model
+  model.image_size = 227  # A 227 crop and no conv1 padding (also sets data.crop_size).
+  # Caffe's LRN layer: k = 1, alpha / local_size times the sum, and a window that runs
+  # over all channels of the blob, across the two groups.
+  model.lrn_k = 1.0
+  model.lrn_alpha_over_n = True
+  model.lrn_across_columns = True
+  # bvlc_alexnet's train_val.prototxt fillers: std 0.01, fc6/fc7 0.005; biases 0.1 in
+  # conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
+  model.init = 'caffe'
+  # Caffe's dropout scales the kept units by 1 / (1 - p) while training and passes them
+  # through at test time: the converted weights need that form.
+  model.dropout_form = 'inverted'
+  # The solver: batch 256, base_lr 0.01 stepped by 0.1 every 100,000 iterations (20 epochs
+  # of 1.28M images) for 450,000 (90 epochs), momentum 0.9, weight_decay 0.0005; biases at
+  # lr_mult 2 and decay_mult 0. Caffe's momentum update keeps the rate inside the velocity,
+  # as Sec. 5's rule does.
+  config.batch_size = 256
+  config.optim.decay_epochs = (20, 40, 60, 80)
+  config.optim.bias_lr_multiplier = 2.0
+  config.optim.decay_biases = False
+  # Caffe's data layer: random 227 crops and mirroring, no lighting noise.
+  config.data.lighting = 'none'
+  # Caffe subtracts its ILSVRC-2012 mean image (about BGR 104, 117, 123 per channel). The
+  # per-channel ImageNet mean, RGB (123.68, 116.78, 103.94), is within one level of it and
+  # needs no pass over the data; --config.data.statistics=train_split computes the per-pixel
+  # mean image of the training split instead, as Caffe's training did.
+  config.data.statistics = 'imagenet'
   return config

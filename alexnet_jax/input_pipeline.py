@@ -20,8 +20,10 @@ from exactly the configured data, that copy is read instead of the source.
 
 Images given to the model are on the 0-255 scale minus the per-pixel training-set mean image
 (Sec. 2), which is subtracted from the 256x256 image before cropping, so each crop loses the
-mean of its own window. The mean image and the RGB eigen-decomposition are computed from the
-training split on first use and kept in a file keyed by the dataset (see `load_stats`).
+mean of its own window (`config.data.mean_patch='center'` subtracts the mean image's centre
+crop from every crop instead, as the original code does). The mean image and the RGB
+eigen-decomposition are computed from the training split on first use and kept in a file
+keyed by the dataset (see `load_stats`).
 
 Ten-view order (`views='ten'`): top-left, top-right, bottom-left, bottom-right and centre
 crops, then the horizontal reflections of those five in the same order.
@@ -56,13 +58,17 @@ IMAGENET_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 IMAGENET_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5808, -0.0045, -0.8140],
                             [-0.5836, -0.6948, 0.4203]], np.float32)
-# The released code's variant (README, Data): standard deviations on the 0-255 scale and their
-# eigenvectors (columns), the shift divided by 1.1.
+# The released code's variant (cuda-convnet2): standard deviations on the 0-255 scale and their
+# eigenvectors (columns). It then multiplies the whole centred image plus that shift by
+# 1 / (1 + lighting_std), 1/1.1 (see `augment`).
 ORIGINAL_STDDEV = np.array([121.78, 37.09, 19.72], np.float32)
 ORIGINAL_EIGVEC = np.array([[-0.564, -0.576, -0.592],
                             [-0.713, -0.024, 0.701],
                             [0.418, -0.817, 0.397]], np.float32).T
-ORIGINAL_DIVISOR = 1.1
+# Where each crop's mean comes from (config.data.mean_patch): 'crop' = the crop's own
+# window of the mean image (Sec. 2's per-pixel mean); 'center' = the mean image's central
+# crop for every crop and view, reflections included (the original code).
+MEAN_PATCHES = ('crop', 'center')
 
 _IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
@@ -677,14 +683,14 @@ def lighting_shift(alpha: tf.Tensor, stats: Stats, lighting: str) -> tf.Tensor:
 
   alpha: [..., 3] draws of a_i ~ N(0, lighting_std).
   'paper': eigen-decomposition on [0, 1], the shift times 255.
-  'original': the released code, a_i times 0-255 standard deviations, divided by 1.1.
+  'original': the released code, a_i times 0-255 standard deviations. `augment` then
+    divides the whole centred image plus this shift by 1 + lighting_std, as that code does.
   """
   alpha = tf.convert_to_tensor(alpha, tf.float32)
   if lighting == 'paper':
     return 255.0 * tf.linalg.matvec(tf.constant(stats.eigvec), alpha * stats.eigval)
   if lighting == 'original':
-    return tf.linalg.matvec(tf.constant(stats.original_eigvec),
-                            alpha * stats.original_stddev) / ORIGINAL_DIVISOR
+    return tf.linalg.matvec(tf.constant(stats.original_eigvec), alpha * stats.original_stddev)
   if lighting == 'none':
     return tf.zeros_like(alpha)
   raise ValueError(f"config.data.lighting must be 'paper', 'original' or 'none'; got "
@@ -707,16 +713,43 @@ def augment(encoded, label, epoch, index, *, data_cfg, stats: Stats, seed: int):
   offset = tf.random.stateless_uniform([2], crop_seed, minval=0, maxval=size - crop + 1,
                                        dtype=tf.int32)
   image = decode_stored(encoded, size)
-  # Mean removed before cropping: the crop loses the mean of its own window.
   window = lambda x: tf.slice(x, [offset[0], offset[1], 0], [crop, crop, 3])
-  image = window(image) - window(tf.constant(stats.mean_image))
+  mean_patch = _mean_patch(data_cfg)
+  if mean_patch == 'crop':
+    # Mean removed before cropping: the crop loses the mean of its own window.
+    image = window(image) - window(tf.constant(stats.mean_image))
+  else:
+    image = window(image)
   if data_cfg.flip:
     flip = tf.random.stateless_uniform([], flip_seed) < 0.5
     image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+  if mean_patch == 'center':
+    # The original code crops and reflects, then subtracts the mean image's centre crop.
+    image = image - tf.constant(center_patch(stats.mean_image, crop))
   if data_cfg.lighting != 'none' and data_cfg.lighting_std > 0:
     alpha = tf.random.stateless_normal([3], light_seed, stddev=data_cfg.lighting_std)
     image = image + lighting_shift(alpha, stats, data_cfg.lighting)
+    if data_cfg.lighting == 'original':
+      # The released code (cuda-convnet2 convdata.py) scales the centred image plus the noise
+      # by 1 / (1 + color_noise), 1/1.1, "so that the overall scale of the training data
+      # doesn't become too different from the test data"; test images are not scaled.
+      image = image / (1.0 + data_cfg.lighting_std)
   return {'images': image * data_cfg.input_scale, 'labels': tf.cast(label, tf.int32)}
+
+
+def _mean_patch(data_cfg) -> str:
+  mean_patch = data_cfg.get('mean_patch', 'crop')
+  if mean_patch not in MEAN_PATCHES:
+    raise ValueError(f'config.data.mean_patch must be one of {MEAN_PATCHES}; got '
+                     f'{mean_patch!r}.')
+  return mean_patch
+
+
+def center_patch(mean_image: np.ndarray, crop: int) -> np.ndarray:
+  """The central crop x crop window of the mean image (offset (size - crop) // 2)."""
+  top = (mean_image.shape[0] - crop) // 2
+  left = (mean_image.shape[1] - crop) // 2
+  return np.asarray(mean_image[top:top + crop, left:left + crop], np.float32)
 
 
 def eval_views(image: tf.Tensor, crop: int, views: str) -> tf.Tensor:
@@ -801,13 +834,16 @@ def eval_batches(data_cfg, *, global_batch_size: int, views: str, process_index:
   n = source.num_examples(data_cfg.eval_split)
   max_local = -(-n // process_count)
   num_batches = -(-max_local // local_batch)
-  mean_image = tf.constant(stats.mean_image)
+  if _mean_patch(data_cfg) == 'crop':  # Each view minus its own window of the mean image.
+    mean_image, view_mean = tf.constant(stats.mean_image), tf.zeros([crop, crop, 3])
+  else:  # The original code: every view minus the mean image's centre crop.
+    mean_image, view_mean = tf.zeros([size, size, 3]), tf.constant(center_patch(stats.mean_image, crop))
 
   @tf.autograph.experimental.do_not_convert  # Plain TF ops; AutoGraph only warns here.
   def preprocess(encoded, label):
-    image = (decode_stored(encoded, size) - mean_image) * data_cfg.input_scale
-    return {'images': eval_views(image, crop, views), 'labels': tf.cast(label, tf.int32),
-            'mask': tf.constant(True)}
+    image = decode_stored(encoded, size) - mean_image
+    image = (eval_views(image, crop, views) - view_mean) * data_cfg.input_scale
+    return {'images': image, 'labels': tf.cast(label, tf.int32), 'mask': tf.constant(True)}
 
   ds = source.records(data_cfg.eval_split, process_index, process_count)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -29,7 +29,8 @@ CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
 LAYERS = CONV_LAYERS + FC_LAYERS
 # Activations `apply(..., layer=...)` can return, in network order.
-ACTIVATIONS = ('conv1', 'lrn1', 'pool1', 'conv2', 'lrn2', 'pool2', 'conv3', 'conv4',
+# 'cnorm2' exists only with model.cnorm2 (the original code's extra normalisation).
+ACTIVATIONS = ('conv1', 'lrn1', 'pool1', 'conv2', 'cnorm2', 'lrn2', 'pool2', 'conv3', 'conv4',
                'conv5', 'pool5', 'fc6', 'fc7', 'fc8')
 
 
@@ -59,10 +60,34 @@ class Spec:
   remove_conv: str = ''
   # Sec. 3.3 local response normalisation, within a column's channels.
   lrn: bool = True
-  lrn_k: float = 2.0
+  lrn_k: float = 2.0  # Sec. 3.3: k = 2 (Caffe's bvlc_alexnet: 1).
   lrn_n: int = 5
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
+  # Sec. 3.3 multiplies the sum of squares by alpha. The original code (cuda-convnet's
+  # cmrnorm divides its `scale` by the size) and Caffe divide alpha by n: True gives
+  # alpha / n, 2e-5 with alpha = 1e-4 and n = 5, the value those runs actually used.
+  lrn_alpha_over_n: bool = False
+  # Sec. 3.3: LRN works within a column (the original code never crosses
+  # columns). True: the window runs over both columns' channels, as Caffe's bvlc_alexnet
+  # does (its LRN layer does not know about groups), at the cost of gathering both
+  # columns before lrn1 and lrn2.
+  lrn_across_columns: bool = False
+  # Sec. 3.3 order for layer 1: conv -> ReLU -> LRN -> pool. The original code normalises
+  # conv1 before its ReLU: conv -> LRN -> ReLU -> pool.
+  lrn1_before_relu: bool = False
+  # Not in the paper: the original code's extra within-channel contrast normalisation after
+  # conv2 (cuda-convnet's `cnorm` layer), applied after conv2's ReLU, before lrn2 (the
+  # released notes say only "after conv2": its place relative to lrn2 is this project's reading):
+  #   b = a / (1 + alpha / size^2 * sum_{size x size window} (a - m)^2)^beta,
+  # m the mean of a over the size x size window around each position (zero beyond the
+  # edges, divided by size^2), all within one channel. Its scale and power in the 2012
+  # layer-params file are not known here: the defaults below are cuda-convnet's documented
+  # example scale (0.001) with the LRN's power, a guess to replace when the file is known.
+  cnorm2: bool = False
+  cnorm2_size: int = 5
+  cnorm2_alpha: float = 1e-3
+  cnorm2_beta: float = 0.75
   # Sec. 3.4 overlapping pooling: z = 3, s = 2 (z = 2 is the non-overlapping ablation).
   pool_window: int = 3
   pool_stride: int = 2
@@ -75,7 +100,10 @@ class Spec:
   # 'he' = variance-preserving (not the paper's): learns from the first steps, for short
   # demo runs where N(0, 0.01) would sit on the flat start for epochs.
   init: str = 'paper'
-  init_std: float = 0.01
+  init_std: float = 0.01  # Sec. 5: N(0, 0.01); conv3-conv5 use init_std_conv345.
+  # Sec. 5: 0.01 for every layer. The original code draws conv3-conv5 with std 0.03.
+  # Used by the 'paper' and 'caffe' schemes ('he' sets its own).
+  init_std_conv345: float = 0.01
   # Compute dtype of activations and matmuls ('float32' or 'bfloat16'); params stay float32.
   dtype: str = 'float32'
 
@@ -99,10 +127,17 @@ class Spec:
       raise ValueError('model.pool_window and model.pool_stride must be positive.')
     if self.lrn_n < 1 or self.lrn_n % 2 == 0:
       raise ValueError(f'model.lrn_n must be odd and positive, got {self.lrn_n}.')
+    if self.cnorm2_size < 1:
+      raise ValueError(f'model.cnorm2_size must be positive, got {self.cnorm2_size}.')
     if len(self.conv_features) != 5 or len(self.fc_features) != 2:
       raise ValueError('model.conv_features needs 5 entries and model.fc_features 2.')
     if self.columns == 2 and any(f % 2 for f in self.conv_features + self.fc_features):
       raise ValueError('With two columns every layer width must be even (half per column).')
+
+  @property
+  def lrn_scale(self) -> float:
+    """What multiplies LRN's sum of squares: alpha (Sec. 3.3) or alpha / n."""
+    return self.lrn_alpha / self.lrn_n if self.lrn_alpha_over_n else self.lrn_alpha
 
   @property
   def conv_widths(self) -> tuple[int, ...]:
@@ -190,6 +225,8 @@ def init_scheme(spec: Spec, name: str, kernel_shape: tuple[int, ...]) -> tuple[f
   biases of 1 leave the loss flat: std 0.005 in fc6/fc7 and those biases 0.1.
   """
   std, bias = spec.init_std, (1.0 if name in _ONE_BIASES else 0.0)
+  if name in ('conv3', 'conv4', 'conv5'):
+    std = spec.init_std_conv345  # Sec. 5: 0.01; the original code: 0.03.
   if spec.init == 'caffe' and name in _ONE_BIASES:
     bias = 0.1
     std = 0.005 if name in ('fc6', 'fc7') else std
@@ -248,6 +285,37 @@ def _lrn_bwd(k, n, alpha, beta, residuals, g):
 
 
 _lrn.defvjp(_lrn_fwd, _lrn_bwd)
+
+
+def _box_sum(x: jax.Array, size: int) -> jax.Array:
+  """Sum over the size x size window starting size // 2 before each position (zero beyond
+  the edges), as two separable passes of shifted slices: cheap, and plain to differentiate."""
+  before, after = size // 2, size - 1 - size // 2
+  for axis in (1, 2):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (before, after)
+    padded = jnp.pad(x, pad)
+    length = x.shape[axis]
+    x = sum(jax.lax.slice_in_dim(padded, i, i + length, axis=axis) for i in range(size))
+  return x
+
+
+def contrast_norm(a: jax.Array, *, size: int, alpha: float, beta: float) -> jax.Array:
+  """cuda-convnet's `cnorm` layer, within each channel over a size x size window:
+
+    b = a / (1 + alpha / size^2 * sum_window (a - m)^2)^beta,  m = sum_window a / size^2.
+
+  As in cuda-convnet's ContrastNormLayer: the window of a position starts size // 2 before
+  it, positions outside the image count as zero in m's sum (which is still divided by
+  size^2) and are left out of the sum of squares; each (a - m) in that sum is taken at the
+  neighbour's own window mean. The numerator is a itself, not a - m. Runs in float32.
+  """
+  x = a.astype(jnp.float32)
+  area = float(size * size)
+  diff = x - _box_sum(x, size) / area
+  # The zero padding of _box_sum leaves positions beyond the edges out of the sum of squares.
+  denom = 1.0 + (alpha / area) * _box_sum(diff * diff, size)
+  return (x * jnp.power(denom, -beta)).astype(a.dtype)
 
 
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
@@ -369,7 +437,8 @@ class ColumnDense(nn.Module):
 
 
 class LocalResponseNorm(nn.Module):
-  """Sec. 3.3 across the channels of one column (see `local_response_norm`)."""
+  """Sec. 3.3 across the channels of one column (see `local_response_norm`); alpha is what
+  multiplies the sum of squares (`Spec.lrn_scale`: alpha, or alpha / n)."""
   k: float
   n: int
   alpha: float
@@ -377,6 +446,16 @@ class LocalResponseNorm(nn.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return local_response_norm(x, k=self.k, n=self.n, alpha=self.alpha, beta=self.beta)
+
+
+class ContrastNorm(nn.Module):
+  """The original code's within-channel contrast normalisation (see `contrast_norm`)."""
+  size: int
+  alpha: float
+  beta: float
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return contrast_norm(x, size=self.size, alpha=self.alpha, beta=self.beta)
 
 
 class MaxPool(nn.Module):
@@ -464,8 +543,15 @@ class AlexNet(nn.Module):
     def lrn(xs, name):
       if not spec.lrn:
         return xs
-      norm = LocalResponseNorm(spec.lrn_k, spec.lrn_n, spec.lrn_alpha, spec.lrn_beta, name=name)
-      return [norm(x) for x in xs]
+      norm = LocalResponseNorm(spec.lrn_k, spec.lrn_n, spec.lrn_scale, spec.lrn_beta, name=name)
+      if not (spec.lrn_across_columns and spec.columns == 2):
+        return [norm(x) for x in xs]
+      # Caffe's LRN window runs over all channels: normalise both columns' maps together,
+      # then keep this device's columns.
+      out = norm(both(xs))
+      width = xs[0].shape[-1]
+      return [jax.lax.dynamic_slice_in_dim(out, (placement.first_column + c) * width, width,
+                                           axis=out.ndim - 1) for c in range(len(xs))]
 
     def pool(xs, name):
       pooling = MaxPool(spec.pool_window, spec.pool_stride, name=name)
@@ -484,15 +570,24 @@ class AlexNet(nn.Module):
     w1, w2, w3, w4, w5 = spec.conv_widths
     pad1 = conv1_padding(spec.image_size)
     # conv1 and conv2 (Fig. 2): each column reads the image, then only its own maps.
-    h = [act(y) for y in column_conv('conv1', w1, 11, stride=4, padding=(pad1, pad1))(
-        [images] * columns)]
-    if reached('conv1', h): return found['conv1']
-    h = lrn(h, 'lrn1')
+    h = column_conv('conv1', w1, 11, stride=4, padding=(pad1, pad1))([images] * columns)
+    if spec.lrn1_before_relu:
+      # The original code: conv1 -> LRN -> ReLU ('conv1' is then before its ReLU).
+      if reached('conv1', h): return found['conv1']
+      h = [act(y) for y in lrn(h, 'lrn1')]
+    else:
+      h = [act(y) for y in h]
+      if reached('conv1', h): return found['conv1']
+      h = lrn(h, 'lrn1')
     if reached('lrn1', h): return found['lrn1']
     h = pool(h, 'pool1')
     if reached('pool1', h): return found['pool1']
     h = [act(y) for y in column_conv('conv2', w2, 5, padding=_same(2))(h)]
     if reached('conv2', h): return found['conv2']
+    if spec.cnorm2:
+      norm = ContrastNorm(spec.cnorm2_size, spec.cnorm2_alpha, spec.cnorm2_beta, name='cnorm2')
+      h = [norm(x) for x in h]
+      if reached('cnorm2', h): return found['cnorm2']
     h = lrn(h, 'lrn2')
     if reached('lrn2', h): return found['lrn2']
     h = pool(h, 'pool2')
@@ -595,6 +690,9 @@ def check_layer(layer: str | None, spec: Spec) -> None:
     raise ValueError(f'layer must be one of {ACTIVATIONS} or None, got {layer!r}.')
   if layer is not None and layer == spec.remove_conv:
     raise ValueError(f'layer {layer!r} is removed in this config (model.remove_conv).')
+  if layer == 'cnorm2' and not spec.cnorm2:
+    raise ValueError("layer 'cnorm2' exists only with model.cnorm2=True (the original code's "
+                     'extra normalisation).')
 
 
 @functools.partial(jax.jit, static_argnames=('spec', 'train', 'layer'))
@@ -609,7 +707,8 @@ def apply(params: Params, images: jax.Array, cfg, *, train: bool = False,
   train=True applies dropout with `rng` (a jax.random.key). layer='fc7' (or any name in
   ACTIVATIONS) returns that layer's activations instead, both columns concatenated with
   column 0's channels first: after the ReLU for conv and fc layers, and after dropout
-  (or its test-time scaling) for fc6 and fc7.
+  (or its test-time scaling) for fc6 and fc7. With model.lrn1_before_relu, 'conv1' is
+  before its ReLU and 'lrn1' after it.
   """
   spec = Spec.from_config(cfg)
   validate_images(images, spec)

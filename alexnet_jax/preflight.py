@@ -31,6 +31,10 @@ def check_config(config: ml_collections.ConfigDict) -> model.Spec:
   if config.data.statistics not in input_pipeline.STATISTICS:
     raise ValueError(f'config.data.statistics must be one of {input_pipeline.STATISTICS}, got '
                      f'{config.data.statistics!r}.')
+  mean_patch = config.data.get('mean_patch', 'crop')
+  if mean_patch not in input_pipeline.MEAN_PATCHES:
+    raise ValueError(f'config.data.mean_patch must be one of {input_pipeline.MEAN_PATCHES}, got '
+                     f'{mean_patch!r}.')
   unknown = set(config.eval_views) - set(VIEWS)
   if unknown:
     raise ValueError(f'config.eval_views may hold {VIEWS}, got {tuple(config.eval_views)}.')

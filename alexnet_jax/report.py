@@ -4,10 +4,15 @@
 
 Each run directory holds config.json, metrics.jsonl and eval.json (train.py writes them).
 A run is identified by diffing its config against alexnet_jax.config.paper_config() (what
-configs/paper.py gives): the paper's run (Table 2, "1 CNN": 40.7% / 18.2% val top-1 /
-top-5, 10 views) or one of its ablations, each compared with the effect the paper reports.
-A run whose last logged epoch is short of its config's num_epochs, or that has no
-eval.json, is marked incomplete and its numbers are never shown as final.
+configs/paper.py gives): the paper's
+run (Table 2, "1 CNN": 40.7% / 18.2% val top-1 / top-5, 10 views) or one of its
+ablations, each compared with the effect the paper reports. Two other references are
+known: a run of configs/original_code.py is compared with the released 2012 run's logged
+40.66% / 18.21% (Table 2's single-CNN result, so 10 views), and a run of
+configs/caffe_bvlc.py with the Caffe model zoo's bvlc_alexnet, 57.1% / 80.2% top-1 / top-5
+accuracy with the centre crop, i.e. 42.9% / 19.8% error. A run whose last logged epoch
+is short of its config's num_epochs, or that has no eval.json, is marked incomplete and
+its numbers are never shown as final.
 """
 
 from __future__ import annotations
@@ -24,6 +29,28 @@ from alexnet_jax import config as configs_lib
 
 # Table 2, "1 CNN": ILSVRC-2012 validation top-1 / top-5 error (%).
 PAPER_ONE_CNN = (40.7, 18.2)
+# The released 2012 run's notes (layers-145): validation top-1 / top-5 error (%).
+ORIGINAL_RUN = (40.66, 18.21)
+# Caffe model zoo, bvlc_alexnet: 57.1% / 80.2% top-1 / top-5 accuracy, centre crop.
+CAFFE_BVLC = (42.9, 19.8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  """Another published AlexNet whose config this project has, with its reported errors."""
+  name: str  # What the table's "what differs" column says for a run of exactly this config.
+  config: Any  # A function returning its ConfigDict (alexnet_jax.config).
+  errors: tuple[float, float]  # top-1 / top-5 error (%).
+  views: str  # 'ten' or 'center': the evaluation the numbers come from.
+  source: str
+
+
+REFERENCES = (
+    Reference('the original-code config (configs/original_code.py)', configs_lib.original_code_config,
+              ORIGINAL_RUN, 'ten', 'released 2012 run, layers-145'),
+    Reference('the Caffe config (configs/caffe_bvlc.py)', configs_lib.caffe_bvlc_config, CAFFE_BVLC, 'center',
+              'bvlc_alexnet, Caffe model zoo, centre crop'),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +60,14 @@ class Ablation:
   effect: str  # The paper's reported change in error, in the section named by `name`.
   top1: float | None  # The same, as numbers (percentage points), where the paper gives them.
   top5: float | None
+  value: Any = None  # The ablated value, where only one value is the ablation (else any change).
 
 
 ABLATIONS = (
     Ablation('model.lrn', 'no LRN (Sec. 3.3)', '+1.4 / +1.2', 1.4, 1.2),
     Ablation('model.pool_window', 'pool 2/2, not overlapping (Sec. 3.4)', '+0.4 / +0.3', 0.4, 0.3),
     Ablation('model.columns', 'one column (Sec. 3.2)', '+1.7 / +1.2', 1.7, 1.2),
-    Ablation('data.lighting', 'no PCA lighting (Sec. 4.1)', '> +1 top-1', None, None),
+    Ablation('data.lighting', 'no PCA lighting (Sec. 4.1)', '> +1 top-1', None, None, 'none'),
     Ablation('model.remove_conv', 'a conv layer removed (Sec. 7)', '~ +2 top-1', None, None),
 )
 
@@ -73,6 +101,14 @@ def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
 
 def paper_config() -> dict:
   return json.loads(configs_lib.paper_config().to_json())
+
+
+def reference_of(config: dict) -> Reference | None:
+  """The reference whose config `config` is (up to NOT_THE_EXPERIMENT fields), if any."""
+  for ref in REFERENCES:
+    if not differences(config, json.loads(ref.config().to_json())):
+      return ref
+  return None
 
 
 def differences(config: dict, reference: dict) -> dict[str, tuple[Any, Any]]:
@@ -147,7 +183,8 @@ def identify(run: Run, reference: dict) -> tuple[str, Ablation | None, bool]:
   """(what differs, the ablation if it is the only difference, whether the paper's
   numbers apply: same dataset and no differences outside the ablation fields)."""
   diff = differences(run.config, reference)
-  found = [a for a in ABLATIONS if a.field in diff]
+  found = [a for a in ABLATIONS
+           if a.field in diff and a.value in (None, diff[a.field][0])]
   comparable = 'data.source' not in diff and 'model.num_classes' not in diff
   parts = [f'{a.name}: {a.field}={diff[a.field][0]!r}' for a in found]
   if not comparable:
@@ -182,6 +219,7 @@ def table(runs: list[Run]) -> str:
            '|---|---|---|---|---|---|---|---|---|']
   for run, (what, ablation, comparable) in zip(runs, ids):
     centre, ten = errors(run, 'center'), errors(run, 'ten')
+    known = reference_of(run.config)
     epochs = f'{run.epochs_run:g} / {run.epochs_planned:g}'
     if not run.complete:
       epochs += ' **incomplete**'
@@ -194,7 +232,14 @@ def table(runs: list[Run]) -> str:
     if run.complete and centre and ten:
       views_text = f'{ten[0] - centre[0]:+.1f} / {ten[1] - centre[1]:+.1f}'
     paper_text, diff_text = '-', '-'
-    if not comparable:
+    if known is not None:
+      what = known.name
+      paper_text = f'{known.errors[0]} / {known.errors[1]} ({known.source})'
+      ours = centre if known.views == 'center' else ten
+      if run.complete and ours:
+        diff_text = (f'{ours[0] - known.errors[0]:+.1f} / {ours[1] - known.errors[1]:+.1f} '
+                     f'({"centre" if known.views == "center" else "10-view"})')
+    elif not comparable:
       paper_text = 'n/a (other dataset or setup)'
     elif ablation is None and what == 'the paper config':
       paper_text = f'{PAPER_ONE_CNN[0]} / {PAPER_ONE_CNN[1]} (Table 2, 1 CNN)'

@@ -160,13 +160,16 @@ def test_pca_lighting_shift_distribution(tmp_path, lighting):
   # Drawn once per image, not per pixel: the shift is one colour over the whole crop.
   views = _augment_many(data_cfg, stats, image, 5)
   np.testing.assert_allclose(views, views[:, :1, :1, :] + 0 * views, atol=1e-3)
-  shift = _augment_many(data_cfg, stats, image, 4000, keep=lambda x: x[0, 0]) - 128.0
-  coords = shift @ eigvec  # Coordinates in the eigenbasis.
-  np.testing.assert_allclose(coords[:, 2], 0, atol=1e-3)  # In the span of p1, p2.
+  pixel = _augment_many(data_cfg, stats, image, 4000, keep=lambda x: x[0, 0])
   if lighting == 'paper':
+    shift = pixel - 128.0
     expected_std = 0.1 * eigval * 255  # [0, 1]-scale shift, times 255.
   else:
-    expected_std = 0.1 * 255 * np.sqrt(eigval) / 1.1  # a_i * 0-255 std-dev / 1.1.
+    # The released code: (centred image + shift) / 1.1, the shift a_i * 0-255 std-dev.
+    shift = pixel * 1.1 - 128.0
+    expected_std = 0.1 * 255 * np.sqrt(eigval)
+  coords = shift @ eigvec  # Coordinates in the eigenbasis.
+  np.testing.assert_allclose(coords[:, 2], 0, atol=1e-3)  # In the span of p1, p2.
   cov = np.cov(coords.T)
   np.testing.assert_allclose(np.sqrt(np.diag(cov))[:2], expected_std[:2], rtol=0.06)
   assert abs(cov[0, 1]) < 0.06 * expected_std[0] * expected_std[1]
@@ -191,7 +194,54 @@ def test_default_lighting_constants_match_spec():
   np.testing.assert_allclose(input_pipeline.lighting_shift(alpha, stats, 'paper'),
                              255 * 0.2175 * np.array([-0.5675, -0.5808, -0.5836]), rtol=1e-5)
   np.testing.assert_allclose(input_pipeline.lighting_shift(alpha, stats, 'original'),
-                             121.78 * np.array([-0.564, -0.576, -0.592]) / 1.1, rtol=1e-5)
+                             121.78 * np.array([-0.564, -0.576, -0.592]), rtol=1e-5)
+
+
+def test_original_lighting_scales_the_whole_centred_image(tmp_path):
+  # cuda-convnet2 convdata.py: data -= mean crop; data += noise * 0.1; data *= 1 / 1.1. The
+  # same example with lighting 'none' has the same crop and reflection (their seeds do not
+  # depend on the lighting), so NumPy can rebuild each 'original' view from it.
+  mean = np.random.default_rng(4).uniform(0, 80, size=(256, 256, 3))
+  stats = _stats(mean, eigval=(0.05, 0.01, 0.002), eigvec=_random_rotation(5))
+  image = _position_image(blue=150)
+  plain = _augment_many(_data_cfg(tmp_path, lighting='none'), stats, image, 6)
+  noisy = _augment_many(_data_cfg(tmp_path, lighting='original'), stats, image, 6)
+  for p, n in zip(plain.astype(np.float64), noisy.astype(np.float64)):
+    shift = (n * 1.1 - p).reshape(-1, 3).mean(0)  # One colour per image (Sec. 4.1).
+    assert np.abs(shift).max() > 0.5
+    np.testing.assert_allclose(n, (p + shift) / 1.1, atol=1e-3)
+  # Dividing only the shift, as before, would leave the image unscaled: far from this.
+  assert np.abs(noisy - plain).max() > 20
+
+
+@pytest.mark.parametrize('flip', [False, True])
+def test_mean_patch_center_subtracts_the_central_mean_crop(tmp_path, flip):
+  # The original code: crop (and reflect), then subtract the mean image's centre 224 patch.
+  mean = np.zeros([256, 256, 3], np.float32)
+  mean[..., 2] = np.random.default_rng(6).uniform(0, 100, size=(256, 256))
+  center_mean = mean[16:240, 16:240]
+  image = _position_image(blue=200)
+  data_cfg = _data_cfg(tmp_path, lighting='none', flip=flip, mean_patch='center')
+  for view in _augment_many(data_cfg, _stats(mean), image, 20):
+    reflected = view[0, 1, 1] < view[0, 0, 1]
+    top, left = int(view[0, 0, 0]), int(view[0, -1, 1] if reflected else view[0, 0, 1])
+    crop = image[top:top + 224, left:left + 224].astype(np.float32)
+    np.testing.assert_allclose(view, (crop[:, ::-1] if reflected else crop) - center_mean,
+                               atol=1e-4)
+  # Evaluation: every one of the 10 views, reflections included, minus the same patch.
+  folder = _write_folder(tmp_path / 'images', {'train': [(image, 0)], 'val': [(image, 0)]})
+  data_cfg = _data_cfg(tmp_path, source='folder', folder=folder, mean_patch='center',
+                       stats_file=_write_stats(tmp_path / 's.npz', mean))
+  ten = next(input_pipeline.eval_batches(data_cfg, global_batch_size=1, views='ten'))
+  corners = [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]
+  for v, (t, l) in enumerate(corners):
+    crop = image[t:t + 224, l:l + 224].astype(np.float32)
+    np.testing.assert_allclose(ten['images'][0, v], crop - center_mean, atol=1e-4)
+    np.testing.assert_allclose(ten['images'][0, 5 + v], crop[:, ::-1] - center_mean, atol=1e-4)
+  with pytest.raises(ValueError, match='mean_patch'):
+    next(input_pipeline.eval_batches(_data_cfg(tmp_path, source='folder', folder=folder,
+                                               mean_patch='window'), global_batch_size=1,
+                                     views='center'))
 
 
 # ----------------------------------------------------------------------- eval views

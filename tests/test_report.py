@@ -133,3 +133,31 @@ def test_report_and_bench_read_the_configs_from_any_directory(tmp_path):
   want = default.get_config()
   want.batch_size, want.model.dtype, want.mesh.data, want.mesh.model = 32, 'float32', 1, 1
   assert got['bench'] == json.loads(want.to_json())
+
+
+def test_original_code_and_caffe_runs_beside_their_own_references(tmp_path):
+  from configs import caffe_bvlc, original_code  # pylint: disable=g-import-not-at-top
+  original = original_code.get_config()
+  original.data.manual_dir = '/data/ilsvrc'
+  write_run(str(tmp_path / 'original'), original,
+            [{'step': 900, 'epoch': 90.0, 'loss': 1.5}], eval_json((0.43, 0.2), (0.41, 0.1871)))
+  caffe = caffe_bvlc.get_config()
+  write_run(str(tmp_path / 'caffe'), caffe, [{'step': 900, 'epoch': 90.0, 'loss': 1.5}],
+            eval_json((0.45, 0.21), (0.44, 0.2)))
+  # A run of the original config with one more change is no longer that run.
+  changed = original_code.get_config()
+  changed.model.cnorm2 = False
+  write_run(str(tmp_path / 'changed'), changed, [{'step': 900, 'epoch': 90.0, 'loss': 1.5}],
+            eval_json((0.45, 0.21), (0.44, 0.2)))
+  names = ('original', 'caffe', 'changed')
+  original_row, caffe_row, changed_row = rows(report.table(
+      [report.read_run(str(tmp_path / n)) for n in names]))
+  assert original_row['what differs'] == 'the original-code config (configs/original_code.py)'
+  assert original_row['paper'] == '40.66 / 18.21 (released 2012 run, layers-145)'
+  assert original_row['difference'] == '+0.3 / +0.5 (10-view)'  # 41.0 - 40.66, 18.71 - 18.21.
+  assert caffe_row['what differs'] == 'the Caffe config (configs/caffe_bvlc.py)'
+  assert caffe_row['paper'] == '42.9 / 19.8 (bvlc_alexnet, Caffe model zoo, centre crop)'
+  assert caffe_row['difference'] == '+2.1 / +1.2 (centre)'  # 45.0 - 42.9, 21.0 - 19.8.
+  # data.lighting='original' is not the no-lighting ablation: it is listed as a change.
+  assert changed_row['what differs'].startswith('also data.lighting, data.mean_patch')
+  assert changed_row['paper'] == 'n/a (other dataset or setup)'

@@ -30,8 +30,9 @@ FORMULATIONS = ('grouped', 'split_columns')
 
 
 def _lrn(spec):
-  # nn.LocalResponseNorm computes alpha / n * sum: pass alpha * n for the paper's formula.
-  return nn.LocalResponseNorm(spec.lrn_n, alpha=spec.lrn_alpha * spec.lrn_n, beta=spec.lrn_beta,
+  # nn.LocalResponseNorm computes alpha / n * sum: pass n times what multiplies the sum
+  # (model.lrn_alpha, or alpha / n with model.lrn_alpha_over_n).
+  return nn.LocalResponseNorm(spec.lrn_n, alpha=spec.lrn_scale * spec.lrn_n, beta=spec.lrn_beta,
                               k=spec.lrn_k)
 
 
