@@ -17,6 +17,10 @@ from PIL import Image  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 import tensorflow_datasets.testing  # noqa: E402,F401
+try:  # The reference of the converter and switch tests (the test extra installs it).
+  import torch  # noqa: E402,F401
+except ImportError:
+  pass
 from tensorflow.python.data import ops as tf_data_ops  # noqa: E402
 
 from alexnet_jax import (  # noqa: E402,F401  Imported lazily elsewhere: demo_dataset, prepare, checkpoints.
