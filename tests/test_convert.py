@@ -430,9 +430,8 @@ def _command(*args):
                         capture_output=True, text=True, timeout=600)
 
 
-def test_command_line_and_mode_eval(tmp_path):
-  from tests.test_train import write_dark_and_bright  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+def test_command_line_and_mode_eval(tmp_path, write_dark_and_bright):
+  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
   config = small_config()
   config.model.num_classes = 2
   weights = random_weights(config.model)
@@ -459,7 +458,7 @@ def test_command_line_and_mode_eval(tmp_path):
   config.data.folder = folder
   config.mesh.data, config.mesh.model = 1, 2
   config.eval_batch_size = 2
-  result = train.evaluate_checkpoint(config, workdir)
+  result = evaluate.evaluate_checkpoint(config, workdir)
   assert result['step'] == 0
   for views in ('center', 'ten'):
     assert result[views]['examples'] == 6

@@ -13,8 +13,7 @@ import pytest
 import alexnet_jax
 from alexnet_jax import model, optim, parallel, report, train
 from configs import caffe_bvlc, original_code, paper
-from tests.test_optim import numpy_paper_rule, random_grads, run_optax, small_params
-from tests.test_train import write_dark_and_bright
+from tests.paper_rule import numpy_paper_rule, random_grads, run_optax, small_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -257,7 +256,7 @@ def test_readme_table_lists_every_field_each_config_sets(name, get_config, colum
 
 
 @pytest.mark.parametrize('get_config', [original_code.get_config, caffe_bvlc.get_config])
-def test_config_smoke_end_to_end(get_config, tmp_path):
+def test_config_smoke_end_to_end(get_config, tmp_path, write_dark_and_bright):
   folder = write_dark_and_bright(tmp_path / 'images', {'train': 8, 'val': 3})
   config = get_config()
   config.data.source = 'folder'
