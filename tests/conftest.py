@@ -110,12 +110,7 @@ def _tiny_config(folder, **overrides) -> ml_collections.ConfigDict:
   config.eval_views = ('center', 'ten')
   config.mesh.data = 1
   config.mesh.model = 1
-  for k, v in overrides.items():
-    parent = config
-    *path, last = k.split('.')
-    for p in path:
-      parent = parent[p]
-    parent[last] = v
+  config.update_from_flattened_dict(overrides)  # Dotted names: {'model.init': 'he'}.
   return config
 
 

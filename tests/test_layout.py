@@ -32,12 +32,7 @@ def _config(data, model_size, **overrides):
   config.model.num_classes = 10
   config.mesh.data, config.mesh.model = data, model_size
   config.batch_size = config.eval_batch_size = 4
-  for key, value in overrides.items():
-    parent = config
-    *path, last = key.split('.')
-    for p in path:
-      parent = parent[p]
-    parent[last] = value
+  config.update_from_flattened_dict(overrides)  # Dotted names: {'model.init': 'he'}.
   return config
 
 

@@ -18,16 +18,6 @@ from tests.paper_rule import numpy_paper_rule, random_grads, run_optax, small_pa
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def small_config(**overrides):
-  cfg = alexnet_jax.model_config()
-  cfg.conv_features = (8, 16, 24, 24, 16)
-  cfg.fc_features = (32, 32)
-  cfg.num_classes = 10
-  for k, v in overrides.items():
-    setattr(cfg, k, v)
-  return cfg
-
-
 def _images(seed, n=2, size=224):
   return jax.random.normal(jax.random.key(seed), (n, size, size, 3)) * 60.0
 
@@ -59,11 +49,11 @@ def _numpy_lrn(a, n, scale, beta, k):
 # ------------------------------------------------------------------------------ LRN
 
 
-def test_lrn_alpha_over_n_and_k_1_are_torchs_local_response_norm():
+def test_lrn_alpha_over_n_and_k_1_are_torchs_local_response_norm(small_model_config):
   # Caffe's and PyTorch's LRN divide alpha by n; so does the original code's cmrnorm.
-  cfg = small_config(lrn_alpha_over_n=True, lrn_k=1.0)
+  cfg = small_model_config(lrn_alpha_over_n=True, lrn_k=1.0)
   assert model.Spec.from_config(cfg).lrn_scale == pytest.approx(2e-5)
-  assert model.Spec.from_config(small_config()).lrn_scale == pytest.approx(1e-4)
+  assert model.Spec.from_config(small_model_config()).lrn_scale == pytest.approx(1e-4)
   params = _params(cfg, 1)
   images = _images(2)
   relu1 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv1'))
@@ -73,14 +63,14 @@ def test_lrn_alpha_over_n_and_k_1_are_torchs_local_response_norm():
     ref = _torch_lrn(relu1[..., col], 5, alpha=1e-4, beta=0.75, k=1.0)
     np.testing.assert_allclose(lrn1[..., col], ref, rtol=2e-5, atol=1e-5)
   # The switch matters: the paper's alpha on the same activities gives another output.
-  paper_lrn = np.asarray(alexnet_jax.apply(params, images, small_config(lrn_k=1.0), layer='lrn1'))
+  paper_lrn = np.asarray(alexnet_jax.apply(params, images, small_model_config(lrn_k=1.0), layer='lrn1'))
   assert np.abs(paper_lrn - lrn1).max() > 1e-2 * np.abs(lrn1).max()
 
 
-def test_lrn_across_columns_spans_both_columns_channels():
+def test_lrn_across_columns_spans_both_columns_channels(small_model_config):
   # Caffe's LRN layer normalises over all channels of its input, across the groups.
-  cfg = small_config(lrn_across_columns=True, lrn_alpha_over_n=True, lrn_k=1.0)
-  within = small_config(lrn_alpha_over_n=True, lrn_k=1.0)
+  cfg = small_model_config(lrn_across_columns=True, lrn_alpha_over_n=True, lrn_k=1.0)
+  within = small_model_config(lrn_alpha_over_n=True, lrn_k=1.0)
   params = _params(cfg, 3)
   images = _images(4)
   relu1 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv1'))
@@ -101,8 +91,8 @@ def test_lrn_across_columns_spans_both_columns_channels():
                                  atol=1e-5 * float(jnp.abs(ref).max()), err_msg=str(shape))
 
 
-def test_lrn1_before_relu_is_the_original_order():
-  cfg = small_config(lrn1_before_relu=True)
+def test_lrn1_before_relu_is_the_original_order(small_model_config):
+  cfg = small_model_config(lrn1_before_relu=True)
   params = _params(cfg, 5)
   images = _images(6)
   conv1 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv1'))
@@ -124,7 +114,7 @@ def test_lrn1_before_relu_is_the_original_order():
                              _numpy_lrn(conv1[..., half:], 5, 1e-4, 0.75, 2.0)], -1)
   np.testing.assert_allclose(lrn1, np.maximum(expected, 0), rtol=1e-4, atol=1e-4)
   # Not the paper's order: normalising the rectified maps gives something else.
-  paper_order = np.asarray(alexnet_jax.apply(params, images, small_config(), layer='lrn1'))
+  paper_order = np.asarray(alexnet_jax.apply(params, images, small_model_config(), layer='lrn1'))
   assert np.abs(paper_order - lrn1).max() > 1e-2 * np.abs(lrn1).max()
 
 
@@ -166,8 +156,8 @@ def test_contrast_norm_matches_cuda_convnets_kernel(size):
   np.testing.assert_allclose(np.asarray(ours), numpy_cnorm(a, size, 1e-3, 0.75), rtol=1e-5, atol=1e-5)
 
 
-def test_cnorm2_follows_conv2_in_the_network():
-  cfg = small_config(cnorm2=True, cnorm2_alpha=0.01)
+def test_cnorm2_follows_conv2_in_the_network(small_model_config):
+  cfg = small_model_config(cnorm2=True, cnorm2_alpha=0.01)
   params = _params(cfg, 7)
   images = _images(8)
   conv2 = np.asarray(alexnet_jax.apply(params, images, cfg, layer='conv2'))
@@ -185,7 +175,7 @@ def test_cnorm2_follows_conv2_in_the_network():
   grads = jax.grad(lambda p: jnp.sum(alexnet_jax.apply(p, images, cfg) ** 2))(params)
   assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
   with pytest.raises(ValueError, match='cnorm2'):
-    alexnet_jax.apply(params, images, small_config(), layer='cnorm2')
+    alexnet_jax.apply(params, images, small_model_config(), layer='cnorm2')
 
 
 # ------------------------------------------------------------------------ init, optimizer
