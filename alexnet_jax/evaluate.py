@@ -48,7 +48,7 @@ def _eval_step(layout: parallel.Layout):
   def step(params, images, labels, mask):
     return error_counts(probs_fn(params, images), labels, mask)
 
-  return jax.jit(step)
+  return layout.jit(step)
 
 
 def evaluate(params, config, layout: parallel.Layout, views: str, *,

@@ -695,6 +695,8 @@ def check_layer(layer: str | None, spec: Spec) -> None:
                      'extra normalisation).')
 
 
+# Plain jax.jit, not compiler.jit: apply is a pure function users call inside their own
+# jit and grad, where compiler options are not allowed.
 @functools.partial(jax.jit, static_argnames=('spec', 'train', 'layer'))
 def _apply(params, images, rng, spec, train, layer):
   return forward(params, images, spec, train=train, rng=rng, layer=layer)

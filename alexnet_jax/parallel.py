@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import losses, model, pmap_mapper
+from alexnet_jax import compiler, losses, model, pmap_mapper
 
 AXES = ('data', 'model')
 MAPPERS = ('shard_map', 'pmap')
@@ -125,6 +125,10 @@ class Layout:
   def local_columns(self) -> int:
     """Columns each device computes."""
     return self.spec.columns // self.model_size
+
+  def jit(self, fun, **kwargs):
+    """`jax.jit` with the compiler options for this mesh's devices (`compiler.options`)."""
+    return compiler.jit(fun, platform=self.mesh.devices.flat[0].platform, **kwargs)
 
   def check_batch(self, batch_size: int) -> None:
     """A global batch must split evenly over 'data'."""

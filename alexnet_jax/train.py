@@ -45,7 +45,13 @@ def init_state(config, layout: parallel.Layout, tx: optax.GradientTransformation
 
 
 def make_train_step(layout: parallel.Layout, tx, batch_size: int):
-  """The jitted step on global batches of `batch_size`, with the layout's mapper."""
+  """The jitted step on global batches of `batch_size`, with the layout's mapper and
+  compiler options; the old state is donated."""
+  return layout.jit(train_step_function(layout, tx, batch_size), donate_argnums=(0,))
+
+
+def train_step_function(layout: parallel.Layout, tx, batch_size: int):
+  """The step before jit: (state, images, labels) -> (new state, metrics)."""
   loss_fn = layout.loss(batch_size)
 
   def train_step(state, images, labels):
@@ -58,7 +64,7 @@ def make_train_step(layout: parallel.Layout, tx, batch_size: int):
                  'step': state['step'] + 1}
     return new_state, {'loss': loss, **errors}
 
-  return jax.jit(train_step, donate_argnums=(0,))
+  return train_step
 
 
 @jax.jit

@@ -2,9 +2,10 @@
 
 step:  the jitted train step as training runs it (default config, synthetic input on the
        devices): compile time, median step time, images/s, FLOPs and FLOP/s beside a
-       large float32 matmul's FLOP/s. --torch adds PyTorch eager's step in each of its
-       formulations (torch_reference: 'grouped', the fastest, and 'split_columns'), same
-       process.
+       large float32 matmul's FLOP/s. --xla_defaults adds the same step compiled with
+       XLA's default options (alexnet_jax.compiler says what ours change), alternating
+       step by step. --torch adds PyTorch eager's step in each of its formulations
+       (torch_reference: 'grouped', the fastest, and 'split_columns'), same process.
 input: the training input pipeline over generated 500x375 and 256x256 JPEGs.
 pipeline: the train step fed by that pipeline (generated 256x256 JPEGs), beside the
        synthetic-input step of the same run.
@@ -30,6 +31,8 @@ def _parse(argv):
   parser.add_argument('--mesh_model', type=int, default=1)
   parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
   parser.add_argument('--matmul_n', type=int, default=4096, help='size of the yardstick matmul')
+  parser.add_argument('--xla_defaults', action='store_true',
+                      help="also time the step compiled with XLA's default options, alternating")
   parser.add_argument('--torch', action='store_true',
                       help='also time the PyTorch eager reference (needs torch)')
   parser.add_argument('--input_images', type=int, default=256, help='JPEGs generated per size')
@@ -59,10 +62,18 @@ def _print_step(r, torch_r):
       ('jax', r['jax_version']),
       ('batch / mesh / dtype', f"{r['batch_size']} / data={r['mesh']['data']} "
                                f"model={r['mesh']['model']} / {r['dtype']}"),
+      ('compiler options', str(r['compiler_options'] or "XLA's defaults")),
       ('lower + compile', f"{r['lower_s']:.2f} s + {r['compile_s']:.2f} s"),
       (f"step median of {r['steps']}", f"{r['step_median_s'] * 1e3:,.1f} ms "
                                        f"(min {r['step_min_s'] * 1e3:,.1f}, max {r['step_max_s'] * 1e3:,.1f})"),
       ('JAX images/s', f"{r['images_per_s']:.1f}"),
+  ]
+  if 'xla_defaults' in r:
+    d = r['xla_defaults']
+    rows += [("with XLA's default options", f"{d['step_median_s'] * 1e3:,.1f} ms = "
+                                            f"{d['images_per_s']:.1f} images/s (compile "
+                                            f"{d['compile_s']:.2f} s), same run, alternating")]
+  rows += [
       ('forward GFLOPs / image', f"{r['forward_gflops_per_image']:.3f}"),
       ('step FLOPs (analytic, XLA)', f"{_fmt_flops(r['step_flops_analytic'])}, "
                                      f"{_fmt_flops(r['step_flops_xla'])}"),
@@ -120,7 +131,7 @@ def main(argv=None) -> int:
     from alexnet_jax.bench import step
     layout = parallel.Layout.from_config(config, batch_sizes=(args.batch_size,))
     out['step'] = step.run(config, layout, batch_size=args.batch_size, steps=args.steps,
-                           matmul_n=args.matmul_n)
+                           matmul_n=args.matmul_n, xla_defaults=args.xla_defaults)
     torch_r = None
     if args.torch:
       try:

@@ -5,7 +5,9 @@
 its own: lower + compile) and times `steps` steps after two warm-up steps, each ended
 with block_until_ready. Alongside, it counts the FLOPs of one step from the layer shapes of
 the two-column network (and asks XLA for its own count), and times a large float32
-matmul in the same process as a yardstick for what this machine's cores can do.
+matmul in the same process as a yardstick for what this machine's cores can do. The step
+compiles with `alexnet_jax.compiler`'s options, as in training; XLA_FLAGS that name the
+same option (--xla_cpu_experimental_ynn_fusion_type=...) override them, to compare.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import model, optim, parallel
+from alexnet_jax import compiler, model, optim, parallel
 
 WARMUP_STEPS = 2
 
@@ -103,9 +105,17 @@ def _xla_flops(compiled) -> float | None:
 
 
 def run(config, layout: parallel.Layout, *, batch_size: int, steps: int,
-        matmul_n: int = 4096) -> dict:
+        matmul_n: int = 4096, xla_defaults: bool = False) -> dict:
   """Times the train step of `config` (its model.dtype included) on `layout`; a JSON-able
-  dict."""
+  dict. xla_defaults: also time the same step compiled with XLA's default options (plain
+  jax.jit), alternating step by step with ours, under result['xla_defaults']."""
+  with jax.set_mesh(layout.mesh):  # As train.train_and_evaluate runs it.
+    return _run(config, layout, batch_size=batch_size, steps=steps, matmul_n=matmul_n,
+                xla_defaults=xla_defaults)
+
+
+def _run(config, layout, *, batch_size, steps, matmul_n, xla_defaults):
+  from alexnet_jax import train  # Imports the input pipeline (TensorFlow) too.
   config = config.copy_and_resolve_references()
   spec = layout.spec
   step_fn, state = make_train_step(config, layout, batch_size)
@@ -117,16 +127,26 @@ def run(config, layout: parallel.Layout, *, batch_size: int, steps: int,
   start = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
+  steps_to_time = {'ours': compiled}
+  if xla_defaults:
+    tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
+    plain = jax.jit(train.train_step_function(layout, tx, batch_size), donate_argnums=(0,))
+    start = time.perf_counter()
+    steps_to_time['xla_defaults'] = plain.lower(state, images, labels).compile()
+    plain_compile_s = time.perf_counter() - start
 
   for _ in range(WARMUP_STEPS):
-    state, metrics = compiled(state, images, labels)
-    jax.block_until_ready(state)
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, images, labels)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - start)
+    for fn in steps_to_time.values():
+      state, metrics = fn(state, images, labels)
+      jax.block_until_ready(state)
+  all_times = {name: [] for name in steps_to_time}
+  for _ in range(steps):  # Alternating, so that both see the same machine load.
+    for name, fn in steps_to_time.items():
+      start = time.perf_counter()
+      state, metrics = fn(state, images, labels)
+      jax.block_until_ready(state)
+      all_times[name].append(time.perf_counter() - start)
+  times = all_times['ours']
   loss = float(metrics['loss'])
 
   median = statistics.median(times)
@@ -137,6 +157,8 @@ def run(config, layout: parallel.Layout, *, batch_size: int, steps: int,
       'jax_version': jax.__version__,
       'device_kind': jax.devices()[0].device_kind,
       'platform': jax.devices()[0].platform,
+      # What the step compiled with (alexnet_jax.compiler); None: XLA's defaults.
+      'compiler_options': compiler.options(jax.devices()[0].platform),
       'num_devices': len(jax.devices()),
       'batch_size': batch_size,
       'mesh': {'data': layout.data_size, 'model': layout.model_size},
@@ -158,6 +180,11 @@ def run(config, layout: parallel.Layout, *, batch_size: int, steps: int,
       'achieved_flops_per_s': flops / median,
       'final_loss': loss,
   }
+  if xla_defaults:
+    plain_median = statistics.median(all_times['xla_defaults'])
+    result['xla_defaults'] = {'compile_s': plain_compile_s, 'step_median_s': plain_median,
+                              'step_times_s': all_times['xla_defaults'],
+                              'images_per_s': batch_size / plain_median}
   result.update(matmul_flops_per_s(matmul_n))
   result['achieved_over_matmul'] = result['achieved_flops_per_s'] / result['matmul_flops_per_s']
   return result
@@ -172,6 +199,12 @@ def run_pipeline(config, layout: parallel.Layout, *, batch_size: int, steps: int
   as in training; each timed step includes waiting for its batch. Compile time is not
   timed. Compare `images_per_s` with `run`'s synthetic-input figure from the same run.
   """
+  with jax.set_mesh(layout.mesh):
+    return _run_pipeline(config, layout, batch_size=batch_size, steps=steps,
+                         jpeg_size=jpeg_size, num_images=num_images)
+
+
+def _run_pipeline(config, layout, *, batch_size, steps, jpeg_size, num_images):
   import gc
   import os
   import tempfile

@@ -1,0 +1,69 @@
+"""The compiler options of alexnet_jax.compiler: applied on CPU, and the same numbers.
+
+On CPU the layout's jitted functions compile with XLA's own convolutions instead of
+YNNPACK's (faster here; the figures are in the README and come from
+`python -m alexnet_jax.bench`, never from a test). These tests check that the option
+reaches the compiled program, and that the gradients do not depend on it: XLA's YNNPACK
+and Eigen convolutions are two independent implementations of the same sums.
+"""
+
+import jax
+import numpy as np
+
+from alexnet_jax import compiler, model, parallel
+
+
+def _ynn_convolutions(compiled_text: str) -> int:
+  """Convolutions inside YNNPACK fusions: each such fusion calls a computation whose
+  body holds the convolution, so count the fused computations that do."""
+  called = set()
+  for line in compiled_text.splitlines():
+    if '__ynn_fusion' in line and 'calls=' in line:
+      called.add(line.split('calls=')[1].split(',')[0].strip().lstrip('%'))
+  count, current = 0, None
+  for line in compiled_text.splitlines():
+    if line.rstrip().endswith('{') and not line.startswith(' '):
+      name = line.split('(')[0].split()[-1].lstrip('%')
+      current = name if name in called else None
+    elif current and ' convolution(' in line:
+      count += 1
+  return count
+
+
+def test_cpu_options_and_other_backends():
+  assert compiler.options('cpu') == {
+      'xla_cpu_experimental_ynn_fusion_type': compiler.CPU_YNN_FUSIONS}
+  assert compiler.options('gpu') is None and compiler.options('tpu') is None
+
+
+def test_layout_jit_keeps_convolutions_out_of_ynnpack_with_the_same_gradients(make_mesh):
+  # The full-width network (XLA keeps small convolutions out of YNNPACK anyway), two images,
+  # variance-preserving init so that every layer's gradient is far from zero.
+  spec = model.Spec(init='he')
+  params = model.init_params(jax.random.key(0), spec)
+  images = jax.random.normal(jax.random.key(1), (2, 224, 224, 3))
+  labels = jax.numpy.array([3, 998])
+  layout = parallel.Layout(make_mesh(1, 1), spec, batch_sizes=(2,))
+  grad_fn = jax.value_and_grad(layout.loss(2), has_aux=True)
+  args = (layout.shard_params(params), jax.device_put(images, layout.batch_sharding),
+          jax.device_put(labels, layout.batch_sharding),
+          jax.device_put(jax.random.key(3), layout.replicated))
+
+  with jax.set_mesh(layout.mesh):
+    ours = layout.jit(grad_fn)
+    plain = jax.jit(grad_fn)
+    ours_text = ours.lower(*args).compile().as_text()
+    plain_text = plain.lower(*args).compile().as_text()
+    # XLA's default hands the convolutions (forward and both gradients) to YNNPACK;
+    # with the options none is left there.
+    assert _ynn_convolutions(plain_text) > 10
+    assert _ynn_convolutions(ours_text) == 0 and ' convolution(' in ours_text
+    (loss, _), grads = ours(*args)
+    (ref_loss, _), ref_grads = plain(*args)
+
+  np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
+  for name in ref_grads:
+    for leaf in ('kernel', 'bias'):
+      ref = np.asarray(ref_grads[name][leaf])
+      np.testing.assert_allclose(np.asarray(grads[name][leaf]), ref, rtol=1e-4,
+                                 atol=1e-5 * np.abs(ref).max(), err_msg=f'{name} {leaf}')
