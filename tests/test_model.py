@@ -246,27 +246,47 @@ def test_empty_batch_is_a_clear_error(layer, small_model_config):
   assert '\n' not in message and 'empty' in message and '0 images' in message
 
 
-def test_hand_written_gradients_match_autodiff():
-  # max_pool and local_response_norm carry their own VJPs (faster on XLA:CPU); autodiff of
-  # the plain formulas is the independent reference.
-  rng = np.random.default_rng(11)
-  x = jnp.asarray(rng.normal(0, 20, size=(2, 27, 27, 16)), jnp.float32)
-  g = jnp.asarray(rng.normal(size=(2, 13, 13, 16)), jnp.float32)
+@pytest.mark.parametrize('window,stride,size', [(3, 2, 27), (3, 2, 55), (3, 2, 13), (2, 2, 27),
+                                                (2, 2, 26), (3, 3, 14), (5, 2, 16)])
+@pytest.mark.parametrize('ties', [False, True])
+def test_max_pool_gradient_matches_autodiff(window, stride, size, ties):
+  # max_pool carries its own VJP (faster on XLA:CPU); autodiff of reduce_window
+  # (select_and_scatter) is the independent reference, ties included: values rounded to a
+  # few levels make many windows hold their maximum twice, and both give it to the first.
+  rng = np.random.default_rng(size * 10 + window + stride)
+  x = rng.normal(0, 20, size=(2, size, size, 8))
+  x = jnp.asarray(np.round(x / 20) if ties else x, jnp.float32)
+  out = (size - window) // stride + 1
+  g = jnp.asarray(rng.normal(size=(2, out, out, 8)), jnp.float32)
 
   def plain_pool(v):
-    return jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), 'VALID')
+    return jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                                 (1, stride, stride, 1), 'VALID')
 
-  ours = jax.grad(lambda v: jnp.sum(model.max_pool(v, 3, 2) * g))(x)
+  ours = jax.grad(lambda v: jnp.sum(model.max_pool(v, window, stride) * g))(x)
   ref = jax.grad(lambda v: jnp.sum(plain_pool(v) * g))(x)
+  # Equal up to the order of float32 sums where windows overlap.
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('beta', [0.75, 0.5])
+def test_lrn_gradient_matches_autodiff(beta):
+  # local_response_norm carries its own VJP, and computes the paper's power 0.75 with
+  # square roots; autodiff of the plain formula is the independent reference.
+  rng = np.random.default_rng(11)
+  x = jnp.asarray(rng.normal(0, 20, size=(2, 27, 27, 16)), jnp.float32)
 
   def plain_lrn(a):
     sq = jnp.pad(a * a, ((0, 0), (0, 0), (0, 0), (2, 2)))
     window = sum(sq[..., i:i + a.shape[-1]] for i in range(5))
-    return a / (2.0 + 1e-4 * window) ** 0.75
+    return a / (2.0 + 1e-4 * window) ** beta
 
+  def ours_lrn(a):
+    return model.local_response_norm(a, k=2.0, n=5, alpha=1e-4, beta=beta)
+
+  np.testing.assert_allclose(np.asarray(ours_lrn(x)), np.asarray(plain_lrn(x)), rtol=1e-6, atol=1e-6)
   gl = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
-  ours = jax.grad(lambda a: jnp.sum(model.local_response_norm(a, k=2.0, n=5, alpha=1e-4, beta=0.75) * gl))(x)
+  ours = jax.grad(lambda a: jnp.sum(ours_lrn(a) * gl))(x)
   ref = jax.grad(lambda a: jnp.sum(plain_lrn(a) * gl))(x)
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-4, atol=1e-6)
 
