@@ -452,9 +452,12 @@ class ColumnDense(nn.Module):
                         (self.columns, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.constant(self.bias_init),
                       (self.columns, self.features))
-    x = x.astype(self.dtype)
-    return [jnp.dot(x, kernel[c].astype(self.dtype)) + bias[c].astype(self.dtype)
-            for c in range(self.columns)]
+    # One matmul batched over the kernel's column axis: kernel[c] would copy each column's
+    # slice (fc6's is 75 MB) before its own matmul, and the gradient would be stacked back.
+    x = jnp.broadcast_to(x.astype(self.dtype), (self.columns,) + x.shape)
+    y = jax.lax.dot_general(x, kernel.astype(self.dtype), (((2,), (1,)), ((0,), (0,))))
+    y = y + bias[:, None, :].astype(self.dtype)
+    return [y[c] for c in range(self.columns)]
 
 
 class LocalResponseNorm(nn.Module):
