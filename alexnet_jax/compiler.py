@@ -19,6 +19,7 @@ import functools
 import os
 
 import jax
+import jax.numpy as jnp
 
 _YNN_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
 # XLA's default list (dot, individual dot, reduce in jaxlib 0.10), less
@@ -33,11 +34,14 @@ def options(platform: str) -> dict[str, str] | None:
   if platform != 'cpu' or _YNN_OPTION in os.environ.get('XLA_FLAGS', ''):
     return None
   chosen = {_YNN_OPTION: CPU_YNN_FUSIONS}
-  try:  # A jaxlib that does not know the option keeps its defaults rather than failing.
-    one = jax.device_put(1.0, jax.devices('cpu')[0])
-    jax.jit(lambda x: x + 1, compiler_options=chosen).lower(one).compile()
-  except Exception:  # pylint: disable=broad-except
-    return None
+  # A jaxlib that does not know the option (or these values) keeps its defaults rather
+  # than failing. The probe takes no arguments: it compiles inside any jax.set_mesh.
+  try:
+    jax.jit(lambda: jnp.zeros(()), compiler_options=chosen).lower().compile()
+  except Exception as e:  # pylint: disable=broad-except
+    if _YNN_OPTION in str(e) or 'compile option' in str(e):
+      return None
+    raise
   return chosen
 
 

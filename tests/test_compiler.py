@@ -30,10 +30,18 @@ def _ynn_convolutions(compiled_text: str) -> int:
   return count
 
 
-def test_cpu_options_and_other_backends():
-  assert compiler.options('cpu') == {
-      'xla_cpu_experimental_ynn_fusion_type': compiler.CPU_YNN_FUSIONS}
+def test_cpu_options_and_other_backends(make_mesh):
+  want = {'xla_cpu_experimental_ynn_fusion_type': compiler.CPU_YNN_FUSIONS}
+  assert compiler.options('cpu') == want
   assert compiler.options('gpu') is None and compiler.options('tpu') is None
+  # Training asks for them first inside jax.set_mesh of a multi-device mesh: the options
+  # must not depend on that (a probe compiled on one device there once failed silently).
+  compiler.options.cache_clear()
+  try:
+    with jax.set_mesh(make_mesh(2, 2)):
+      assert compiler.options('cpu') == want
+  finally:
+    compiler.options.cache_clear()
 
 
 def test_layout_jit_keeps_convolutions_out_of_ynnpack_with_the_same_gradients(make_mesh):
