@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 
 _YNN_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
-# XLA's default list (dot, individual dot, reduce in jaxlib 0.10), less
-# LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION: the same as
-# XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution.
+# XLA's default list in jaxlib 0.10 (individual dot, individual convolution, reduce) less
+# LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION: the train step compiles to the same program as
+# with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution.
 CPU_YNN_FUSIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'
 
 
