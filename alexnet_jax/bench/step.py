@@ -75,12 +75,21 @@ def matmul_flops_per_s(n: int = 4096, repeats: int = 7) -> dict:
           'matmul_min_s': min(times), 'matmul_max_s': max(times)}
 
 
-def make_train_step(config, layout: parallel.Layout, batch_size: int):
-  """(jitted step, initial state) exactly as `alexnet_jax.train` builds them."""
+def make_train_step(config, layout: parallel.Layout, batch_size: int, *,
+                    xla_defaults: bool = False):
+  """({'ours': jitted step}, initial state), exactly as `alexnet_jax.train` builds them.
+
+  xla_defaults: the dict also holds 'xla_defaults', the same step (same optimizer) under
+  a plain jax.jit, i.e. compiled with XLA's default options.
+  """
   from alexnet_jax import train  # Imports the input pipeline (TensorFlow) too.
   layout.check_batch(batch_size)
   tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
-  return train.make_train_step(layout, tx, batch_size), train.init_state(config, layout, tx)
+  steps = {'ours': train.make_train_step(layout, tx, batch_size)}
+  if xla_defaults:
+    steps['xla_defaults'] = jax.jit(train.train_step_function(layout, tx, batch_size),
+                                    donate_argnums=(0,))
+  return steps, train.init_state(config, layout, tx)
 
 
 def synthetic_batch(config, layout: parallel.Layout, batch_size: int):
@@ -115,25 +124,20 @@ def run(config, layout: parallel.Layout, *, batch_size: int, steps: int,
 
 
 def _run(config, layout, *, batch_size, steps, matmul_n, xla_defaults):
-  from alexnet_jax import train  # Imports the input pipeline (TensorFlow) too.
   config = config.copy_and_resolve_references()
   spec = layout.spec
-  step_fn, state = make_train_step(config, layout, batch_size)
+  step_fns, state = make_train_step(config, layout, batch_size, xla_defaults=xla_defaults)
   images, labels = synthetic_batch(config, layout, batch_size)
 
-  start = time.perf_counter()
-  lowered = step_fn.lower(state, images, labels)
-  lower_s = time.perf_counter() - start
-  start = time.perf_counter()
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - start
-  steps_to_time = {'ours': compiled}
-  if xla_defaults:
-    tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
-    plain = jax.jit(train.train_step_function(layout, tx, batch_size), donate_argnums=(0,))
+  steps_to_time, lower_s, compile_s = {}, {}, {}
+  for name, fn in step_fns.items():
     start = time.perf_counter()
-    steps_to_time['xla_defaults'] = plain.lower(state, images, labels).compile()
-    plain_compile_s = time.perf_counter() - start
+    lowered = fn.lower(state, images, labels)
+    lower_s[name] = time.perf_counter() - start
+    start = time.perf_counter()
+    steps_to_time[name] = lowered.compile()
+    compile_s[name] = time.perf_counter() - start
+  compiled = steps_to_time['ours']
 
   for _ in range(WARMUP_STEPS):
     for fn in steps_to_time.values():
@@ -165,9 +169,9 @@ def _run(config, layout, *, batch_size, steps, matmul_n, xla_defaults):
       'dtype': spec.dtype,
       'steps': steps,
       'warmup_steps': WARMUP_STEPS,
-      'lower_s': lower_s,
-      'compile_s': compile_s,
-      'lower_compile_s': lower_s + compile_s,
+      'lower_s': lower_s['ours'],
+      'compile_s': compile_s['ours'],
+      'lower_compile_s': lower_s['ours'] + compile_s['ours'],
       'step_median_s': median,
       'step_min_s': min(times),
       'step_max_s': max(times),
@@ -182,7 +186,7 @@ def _run(config, layout, *, batch_size, steps, matmul_n, xla_defaults):
   }
   if xla_defaults:
     plain_median = statistics.median(all_times['xla_defaults'])
-    result['xla_defaults'] = {'compile_s': plain_compile_s, 'step_median_s': plain_median,
+    result['xla_defaults'] = {'compile_s': compile_s['xla_defaults'], 'step_median_s': plain_median,
                               'step_times_s': all_times['xla_defaults'],
                               'images_per_s': batch_size / plain_median}
   result.update(matmul_flops_per_s(matmul_n))
@@ -213,7 +217,8 @@ def _run_pipeline(config, layout, *, batch_size, steps, jpeg_size, num_images):
   from alexnet_jax.bench import input as input_bench
 
   config = config.copy_and_resolve_references()
-  step_fn, state = make_train_step(config, layout, batch_size)
+  step_fns, state = make_train_step(config, layout, batch_size)
+  step_fn = step_fns['ours']
   with tempfile.TemporaryDirectory() as tmp:
     input_bench.write_jpegs(os.path.join(tmp, 'images'), jpeg_size=jpeg_size,
                             num_images=num_images)
