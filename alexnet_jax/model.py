@@ -6,8 +6,8 @@ function. `init_params` and `apply` are thin functional wrappers over it. The ne
 written once, per column: `apply` runs it with every column on the current device, and
 `alexnet_jax.parallel` runs the same module with one or two columns per device of a
 ('data', 'model') mesh. The two differ only in the `Placement` passed to the module: how
-the columns' activations are gathered where a layer reads both columns (before conv3,
-fc6, fc7 and fc8), and which columns and examples this device holds (so that dropout
+the columns' activations are exchanged where a layer reads both columns (gathered
+before conv3, fc6 and fc7; fc8's partial logits summed), and which columns and examples this device holds (so that dropout
 masks do not depend on the layout).
 """
 
@@ -401,11 +401,15 @@ class Placement:
   """Where this computation's columns and examples sit in the whole network and batch.
 
   gather: takes this device's columns' activations (concatenated on the last axis) to
-    all columns' (column 0 first): the only communication between columns.
+    all columns' (column 0 first): the communication between columns before conv3, fc6
+    and fc7.
+  sum_columns: adds this device's columns' partial fc8 logits to the other devices'
+    (the exchange before fc8).
   first_column / first_example: global indices of this device's first column and
     example, so that dropout masks are drawn per (column, example) whatever the layout.
   """
   gather: Callable[[jax.Array], jax.Array] = lambda x: x
+  sum_columns: Callable[[jax.Array], jax.Array] = lambda x: x
   first_column: Any = 0
   first_example: Any = 0
 
@@ -458,6 +462,27 @@ class ColumnDense(nn.Module):
     y = jax.lax.dot_general(x, kernel.astype(self.dtype), (((2,), (1,)), ((0,), (0,))))
     y = y + bias[:, None, :].astype(self.dtype)
     return [y[c] for c in range(self.columns)]
+
+
+class ColumnSumDense(nn.Module):
+  """fc8: one layer over both columns' fc7 outputs, kernel [in, out] (column 0's rows
+  first) and bias [out], given only this device's columns' inputs and kernel rows.
+
+  Returns float32 logits: the partial products summed over the devices by `sum_columns`
+  (in float32, whatever the compute dtype), plus the bias.
+  """
+  features: int
+  std: float
+  bias_init: float
+  sum_columns: Callable[[jax.Array], jax.Array]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', nn.initializers.normal(self.std), (x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.constant(self.bias_init), (self.features,))
+    partial = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    return self.sum_columns(partial.astype(jnp.float32)) + bias
 
 
 class LocalResponseNorm(nn.Module):
@@ -572,7 +597,7 @@ class AlexNet(nn.Module):
         return [norm(x) for x in xs]
       # Caffe's LRN window runs over all channels: normalise both columns' maps together,
       # then keep this device's columns.
-      out = norm(both(xs))
+      out = norm(both(xs, name))
       width = xs[0].shape[-1]
       return [jax.lax.dynamic_slice_in_dim(out, (placement.first_column + c) * width, width,
                                            axis=out.ndim - 1) for c in range(len(xs))]
@@ -581,14 +606,17 @@ class AlexNet(nn.Module):
       pooling = MaxPool(spec.pool_window, spec.pool_stride, name=name)
       return [pooling(x) for x in xs]
 
-    def both(xs):  # Every column's activations, column 0 first.
-      return placement.gather(jnp.concatenate(xs, axis=-1))
+    def both(xs, reader):  # Every column's activations, column 0 first.
+      # The paper's exchanges (Sec. 3.2) carry the name of the layer that reads them, so
+      # they can be told apart in a compiled program (alexnet_jax.aot).
+      with jax.named_scope(f'exchange_before_{reader}'):
+        return placement.gather(jnp.concatenate(xs, axis=-1))
 
     found = {}
 
     def reached(name, xs):
       if layer == name:
-        found[name] = both(xs)
+        found[name] = both(xs, 'output')
       return layer == name
 
     w1, w2, w3, w4, w5 = spec.conv_widths
@@ -617,7 +645,7 @@ class AlexNet(nn.Module):
     h = pool(h, 'pool2')
     if reached('pool2', h): return found['pool2']
     # conv3 reads both columns; conv4 and conv5 only their own.
-    x = both(h)
+    x = both(h, 'conv3')
     h = None
     for name, width in (('conv3', w3), ('conv4', w4), ('conv5', w5)):
       if name == spec.remove_conv:
@@ -629,7 +657,7 @@ class AlexNet(nn.Module):
     if reached('pool5', h): return found['pool5']
     # fc6 and fc7 read both columns. Flattening (H, W, C) after the gather puts column 0's
     # channels first at every position, as the documented fc6 layout says.
-    x = both(h)
+    x = both(h, 'fc6')
     x = x.reshape(x.shape[0], -1)
     for (name, dropout), width in zip((('fc6', 'dropout6'), ('fc7', 'dropout7')), spec.fc_widths):
       std, bias = init_scheme(spec, name, shapes[name]['kernel'])
@@ -637,12 +665,16 @@ class AlexNet(nn.Module):
       h = ColumnDropout(spec.dropout_rate, spec.dropout_form, placement, name=dropout)(
           h, train=train)
       if reached(name, h): return found[name]
-      x = both(h)
-    # fc8: one layer reading both halves of fc7 (original code), the same on every device.
+      if name == 'fc6':
+        x = both(h, 'fc7')
+    # fc8: one layer reading both halves of fc7 (original code). Each device multiplies its
+    # columns' halves by their rows of the kernel and the columns' partial logits are summed:
+    # the exchange before fc8. The logits are then the same on every device, so fc8's
+    # kernel needs no gradient sum over the columns' devices (alexnet_jax.parallel).
     std, bias = init_scheme(spec, 'fc8', shapes['fc8']['kernel'])
-    logits = nn.Dense(spec.num_classes, dtype=dtype, param_dtype=jnp.float32,
-                      kernel_init=nn.initializers.normal(std),
-                      bias_init=nn.initializers.constant(bias), name='fc8')(x)
+    with jax.named_scope('exchange_before_fc8'):
+      logits = ColumnSumDense(spec.num_classes, std, bias, placement.sum_columns, dtype=dtype,
+                              name='fc8')(jnp.concatenate(h, axis=-1))
     return logits.astype(jnp.float32)
 
 

@@ -7,8 +7,12 @@ process's batches into global arrays. Training, evaluation and the benchmarks ta
 
 The 'model' axis holds the paper's columns: with size 2 each device keeps one column's
 parameters and computes one column, and the columns exchange activations only where
-the paper says (before conv3, fc6, fc7 and fc8), with `jax.lax.all_gather` on 'model'.
-With size 1 the same per-column code runs both columns on each device. The batch is
+the paper says: `jax.lax.all_gather` on 'model' before conv3, fc6 and fc7, and before
+fc8 a `jax.lax.psum` of each device's partial logits (its columns' fc7 units times their
+rows of fc8's kernel), after which the logits and the loss are the same on every device
+of a 'model' group. Backward, the all-gathers' transposes are reduce-scatters and the
+sum's needs no communication, so nothing else crosses the 'model' axis
+(`python -m alexnet_jax.aot` checks the compiled programs). With size 1 the same per-column code runs both columns on each device. The batch is
 split over 'data'.
 
 The loss is the mean over the global batch computed inside the mapped function;
@@ -54,8 +58,8 @@ def make_mesh(data: int = -1, model_size: int = 1, devices=None) -> jax.sharding
 class Layout:
   """The network and its batches laid out over a ('data', 'model') mesh, checked once.
 
-  Column layers are split over 'model' on their leading column axis and fc8 is
-  replicated (`param_specs`); batches are split over 'data' on their leading axis.
+  Column layers are split over 'model' on their leading column axis, fc8's kernel on its
+  input rows (`param_specs`); batches are split over 'data' on their leading axis.
   Everything that depends on how the network sits on the mesh is here, so a new layout
   changes this class only: the mappers read the partition specs and the placement.
 
@@ -140,9 +144,10 @@ class Layout:
 
   @functools.cached_property
   def param_specs(self) -> dict:
-    """Column layers are split over 'model' on their leading column axis; fc8 is replicated."""
-    return {name: {'kernel': P() if name == 'fc8' else P('model'),
-                   'bias': P() if name == 'fc8' else P('model')}
+    """Column layers are split over 'model' on their leading column axis. fc8's kernel is
+    split over 'model' on its input rows (each device holds the rows of its columns' fc7
+    units) and its bias is replicated."""
+    return {name: {'kernel': P('model'), 'bias': P() if name == 'fc8' else P('model')}
             for name in self.spec.layers}
 
   @property
@@ -183,6 +188,7 @@ class Layout:
     where = {}
     if 'model' in axes:
       where['gather'] = lambda x: jax.lax.all_gather(x, 'model', axis=x.ndim - 1, tiled=True)
+      where['sum_columns'] = lambda x: jax.lax.psum(x, 'model')
       where['first_column'] = jax.lax.axis_index('model') * self.local_columns
     if 'data' in axes:
       where['first_example'] = jax.lax.axis_index('data') * local_batch
@@ -198,7 +204,7 @@ class Layout:
       return model.forward(params, images, spec, train=train, rng=rng, layer=layer,
                            placement=place(images.shape[0]))
 
-    return self._mapper.forward(per_device)
+    return self._mapper.forward(per_device, gathered=layer is not None)
 
   def loss(self, global_batch: int) -> Callable:
     """f(params, images, labels, rng) -> (mean cross-entropy, {'top1_error', 'top5_error'}).
@@ -239,14 +245,16 @@ class _ShardMap:
   def __init__(self, layout: Layout):
     self.layout = layout
 
-  def forward(self, per_device):
+  def forward(self, per_device, *, gathered: bool):
     layout = self.layout
 
     def mapped(params, images, rng):
       out = per_device(params, images, rng, layout.placement)
-      # Every device of a 'model' group holds the same values after the last gather; the
-      # mean (exact for equal values) tells shard_map they are replicated over 'model'.
-      return jax.lax.pmean(out, 'model')
+      # The logits are the same on every device of a 'model' group, and typed so: the
+      # exchange before fc8 is a sum over 'model'. An intermediate layer's activations
+      # come from a gather: the same values, typed as varying over 'model'; the mean
+      # (exact for equal values) tells shard_map they are replicated.
+      return jax.lax.pmean(out, 'model') if gathered else out
 
     return jax.shard_map(mapped, mesh=layout.mesh,
                          in_specs=(layout.param_specs, layout.batch_spec, P()),
@@ -257,7 +265,7 @@ class _ShardMap:
 
     def mapped(params, images, labels, rng):
       sums = per_device(params, images, labels, rng, layout.placement)
-      return finish(jax.lax.pmean(jax.lax.psum(sums, 'data'), 'model'))
+      return finish(jax.lax.psum(sums, 'data'))
 
     return jax.shard_map(mapped, mesh=layout.mesh,
                          in_specs=(layout.param_specs, layout.batch_spec, layout.batch_spec, P()),
@@ -267,7 +275,7 @@ class _ShardMap:
     layout = self.layout
 
     def mapped(params, images):
-      return jax.lax.pmean(per_device(params, images, layout.placement), 'model')
+      return per_device(params, images, layout.placement)
 
     return jax.shard_map(mapped, mesh=layout.mesh, in_specs=(layout.param_specs, layout.batch_spec),
                          out_specs=layout.batch_spec)

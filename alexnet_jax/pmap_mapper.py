@@ -58,7 +58,7 @@ class Pmap:
 
   def _examples(self, out):
     """Per-device outputs -> the batch's: over 'data' the devices hold consecutive slices
-    of the batch; over 'model' every device holds the whole (gathered) output."""
+    of the batch; over 'model' every device holds the whole (gathered or summed) output."""
     return out[0] if self.batch_axis is None else out.reshape((-1,) + out.shape[2:])
 
   def _pmap(self, fn, in_axes):
@@ -66,7 +66,8 @@ class Pmap:
 
   # ---------------------------------------------------------------- the mapper interface
 
-  def forward(self, per_device):
+  def forward(self, per_device, *, gathered: bool):
+    del gathered  # pmap's outputs carry no replication type.
     mapped = self._pmap(lambda params, images, rng: per_device(params, images, rng, self.place),
                         (self.param_axes, self.batch_axis, None))
 

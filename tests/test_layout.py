@@ -60,12 +60,12 @@ def test_data_minus_one_takes_every_device_the_model_axis_leaves():
 
 
 @pytest.mark.parametrize('shape', MESHES)
-def test_column_layers_split_over_model_fc8_replicated(case, make_mesh, shape):
+def test_column_layers_and_fc8_rows_split_over_model(case, make_mesh, shape):
   cfg, params, _, _ = case
   layout = parallel.Layout(make_mesh(*shape), model.Spec.from_config(cfg))
   for name in model.LAYERS:
     for leaf in ('kernel', 'bias'):
-      expected = P() if name == 'fc8' else P('model')
+      expected = P() if (name, leaf) == ('fc8', 'bias') else P('model')
       assert layout.param_specs[name][leaf] == expected, (name, leaf)
       assert layout.param_shardings[name][leaf].spec == expected
       assert layout.param_shardings[name][leaf].mesh == layout.mesh
@@ -80,8 +80,11 @@ def test_column_layers_split_over_model_fc8_replicated(case, make_mesh, shape):
       assert len(shards) == data * model_size
       for shard in shards:
         _, m = _coordinates(layout.mesh, shard.device)
-        if name == 'fc8' or model_size == 1:
+        if (name, leaf) == ('fc8', 'bias') or model_size == 1:
           want = host  # Replicated: every device holds all of it.
+        elif name == 'fc8':
+          rows = host.shape[0] // model_size  # Column m's fc7 units' rows of the kernel.
+          want = host[m * rows:(m + 1) * rows]
         else:
           want = host[m:m + 1]  # Column m's slice of the leading column axis.
         np.testing.assert_array_equal(np.asarray(shard.data), want,
