@@ -42,7 +42,10 @@ def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Ar
 
 
 @functools.lru_cache(maxsize=8)
-def _eval_step(layout: parallel.Layout):
+def eval_step(layout: parallel.Layout):
+  """The jitted eval step: (params, images [N, views, H, W, 3], labels, mask) -> [top-1
+  errors, top-5 errors, examples] over the unmasked rows; what --mode=eval and
+  alexnet_jax.aot compile."""
   probs_fn = layout.view_probs()
 
   def step(params, images, labels, mask):
@@ -58,7 +61,7 @@ def evaluate(params, config, layout: parallel.Layout, views: str, *,
   batch_size = config.eval_batch_size
   layout.check_batch(batch_size)
   info = input_pipeline.dataset_info(config.data)
-  step = _eval_step(layout)
+  step = eval_step(layout)
   totals = np.zeros(3)
   progress = metrics.Progress(info.num_eval, f'eval ({views})',
                               enabled=show_progress and jax.process_index() == 0)

@@ -32,16 +32,42 @@ class TrainingDiverged(RuntimeError):
   """The loss or a parameter became NaN or Inf; the last good checkpoint is kept."""
 
 
-def init_state(config, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
-  """Params created already sharded over the mesh, then the optimizer state beside them."""
-  root = jax.random.key(config.seed)
-  params = jax.jit(lambda k: model.init_params(k, layout.spec),
-                   out_shardings=layout.param_shardings)(jax.random.fold_in(root, 0))
-  opt_state = jax.jit(tx.init)(params)
+def _init_function(config, layout: parallel.Layout, tx: optax.GradientTransformation):
+  """() -> the state at step 0: params, optimizer state, rng and step."""
+  def init():
+    root = jax.random.key(config.seed)
+    params = model.init_params(jax.random.fold_in(root, 0), layout.spec)
+    return {'params': params, 'opt_state': tx.init(params), 'rng': jax.random.fold_in(root, 1),
+            'step': jnp.zeros([], jnp.int32)}
+  return init
+
+
+def state_shardings(layout: parallel.Layout, tx: optax.GradientTransformation, shapes: dict) -> dict:
+  """The train state's shardings: params by the layout, every copy of the params tree in
+  the optimizer state (momentum) like the params, the rest (schedule, rng, step) replicated.
+
+  shapes: the state's structure (e.g. from `jax.eval_shape`).
+  """
   replicated = layout.replicated
-  return {'params': params, 'opt_state': opt_state,
-          'rng': jax.device_put(jax.random.fold_in(root, 1), replicated),
-          'step': jax.device_put(jnp.zeros([], jnp.int32), replicated)}
+  opt_state = optax.tree_map_params(tx, lambda _, sharding: sharding, shapes['opt_state'],
+                                    layout.param_shardings,
+                                    transform_non_params=lambda _: replicated)
+  return {'params': layout.param_shardings, 'opt_state': opt_state, 'rng': replicated,
+          'step': replicated}
+
+
+def abstract_state(config, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
+  """The state's shapes, dtypes and shardings without creating it: what the train step
+  is compiled for, on any devices, including compile-only ones (alexnet_jax.aot)."""
+  shapes = jax.eval_shape(_init_function(config, layout, tx))
+  return jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes, state_shardings(layout, tx, shapes))
+
+
+def init_state(config, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
+  """The state created already sharded over the mesh (`state_shardings`)."""
+  init = _init_function(config, layout, tx)
+  return jax.jit(init, out_shardings=state_shardings(layout, tx, jax.eval_shape(init)))()
 
 
 def make_train_step(layout: parallel.Layout, tx, batch_size: int):
