@@ -1,5 +1,8 @@
 import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+# The suite runs on the CPU. With the aot extra installed, JAX would otherwise also start
+# the CUDA plugin (and print why it finds no GPU); compile-only devices need no backend.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 # CPython 3.11.7 can fail an import with "SystemError: AST constructor recursion depth
 # mismatch" when a module is first imported while other threads run (tf.data, orbax and
@@ -22,9 +25,14 @@ try:  # The reference of the converter and switch tests (the test extra installs
 except ImportError:
   pass
 from tensorflow.python.data import ops as tf_data_ops  # noqa: E402
+for _plugin in ('jax_plugins.xla_cuda12', 'libtpu'):  # The aot extra's, where installed.
+  try:
+    importlib.import_module(_plugin)
+  except ImportError:
+    pass
 
 from alexnet_jax import (  # noqa: E402,F401  Imported lazily elsewhere: demo_dataset, prepare, checkpoints.
-    checkpoints, cifar10, demo_dataset, evaluate, figures, input_pipeline, metrics, prepare,
+    aot, checkpoints, cifar10, demo_dataset, evaluate, figures, input_pipeline, metrics, prepare,
     report, stats, train)
 from configs import default as _configs_default  # noqa: E402,F401  The tests' configs/ files.
 
