@@ -213,7 +213,7 @@ def test_network_matches_the_cited_layer_definitions(preset, layers, shapes, std
   config = cifar10_relu_vs_tanh.get_config(preset)
   assert {n: s['kernel'] for n, s in cifar10.param_shapes(config).items()} == shapes
   # The initW of each layer: the sample std within 5 standard errors (std / sqrt(2 n)).
-  params = cifar10.init_params(jax.random.key(0), config)
+  params = cifar10.init_params(0, config)
   for (name, shape), std in zip(shapes.items(), stds):
     kernel = np.asarray(params[name]['kernel'])
     assert abs(kernel.std() / std - 1) < 5 / math.sqrt(2 * kernel.size), name
@@ -317,13 +317,14 @@ def test_figure1_end_to_end_on_mock_data(tmp_path, capsys):
   with open(os.path.join(workdir, 'figure1.json')) as f:
     written = json.load(f)
   assert written['training_error'] == summary['training_error']
+  forward = jax.jit(cifar10.apply, static_argnums=2)
   # The plotted errors again, by a replay of the documented procedure with optax's own SGD
   # (biases at twice the rate, layer-params-18pct.cfg's epsB/epsW): the same init and epoch
   # order, each minibatch's mistakes counted in NumPy before its update, over 48.
   for activation in ('relu', 'tanh'):
     rate = written['learning_rate'][activation]
     assert len(written['search'][activation]['trials']) == 2
-    params = cifar10.init_params(jax.random.key(config.seed), config)
+    params = cifar10.init_params(config.seed, config)
     kinds = {n: {'kernel': 'w', 'bias': 'b'} for n in params}
     tx = optax.multi_transform({'w': optax.sgd(rate, momentum=0.9), 'b': optax.sgd(2 * rate, momentum=0.9)},
                                kinds)
@@ -343,7 +344,7 @@ def test_figure1_end_to_end_on_mock_data(tmp_path, capsys):
       order, mistakes = order_rng.permutation(48), 0
       for s in range(3):
         idx = order[s * 16:(s + 1) * 16]
-        logits = np.asarray(jax.jit(cifar10.apply, static_argnums=2)(params, images[idx], net))
+        logits = np.asarray(forward(params, images[idx], net))
         mistakes += int(np.sum(np.argmax(logits, -1) != labels[idx]))
         params, opt_state = step(params, opt_state, images[idx], labels[idx])
       expected.append(mistakes / 48)
@@ -353,3 +354,30 @@ def test_figure1_end_to_end_on_mock_data(tmp_path, capsys):
   assert images.shape == (48, 32, 32, 3) and labels.shape == (48,)
   # cuda-convnet's input: 0..255 less the mean image, so every pixel's mean is 0.
   np.testing.assert_allclose(images.mean(axis=0), 0.0, atol=1e-3)
+
+
+def test_several_seeds_report_the_spread_of_epochs_to_target(tmp_path, monkeypatch):
+  config = cifar10_relu_vs_tanh.get_config()
+  config.num_epochs, config.lr_grid, config.refine, config.seeds = 20, (0.01, 0.1), False, (0, 1, 2)
+  reach = {('relu', 0.1): 2, ('relu', 0.01): 5, ('tanh', 0.1): 9, ('tanh', 0.01): 7}
+  calls = []
+
+  def fake_epochs(config, activation, rate, images, labels, *, seed, max_epochs, trainer=None, label=''):
+    del config, images, labels, max_epochs, trainer, label
+    calls.append((activation, round(rate, 6), seed))
+    epochs = reach[activation, round(rate, 6)] + seed  # Each seed one epoch slower.
+    for epoch in range(1, 21):
+      yield (0.1 if epoch >= epochs else 0.5), True
+
+  monkeypatch.setattr(cifar10, 'train_epochs', fake_epochs)
+  monkeypatch.setattr(cifar10, 'load_cifar10', lambda config: (np.zeros((4, 32, 32, 3)), np.zeros(4)))
+  summary = cifar10.run(config, str(tmp_path))
+  assert summary['learning_rate'] == {'relu': 0.1, 'tanh': 0.01}
+  # The search ran on config.seed (0); the other seeds rerun only the chosen rates.
+  assert sorted(c for c in calls if c[2] != 0) == [('relu', 0.1, 1), ('relu', 0.1, 2),
+                                                  ('tanh', 0.01, 1), ('tanh', 0.01, 2)]
+  assert summary['seeds'] == {'0': {'relu': 2, 'tanh': 7, 'tanh_over_relu': 3.5},
+                              '1': {'relu': 3, 'tanh': 8, 'tanh_over_relu': 8 / 3},
+                              '2': {'relu': 4, 'tanh': 9, 'tanh_over_relu': 9 / 4}}
+  assert summary['seed_spread']['relu'] == {'reached': 3, 'runs': 3, 'min': 2, 'max': 4, 'mean': 3.0,
+                                            'std': pytest.approx(math.sqrt(2 / 3))}
