@@ -403,12 +403,11 @@ def plot(summary: dict, path: str) -> None:
             label=f'{activation}, lr {summary["learning_rate"][activation]:.3g}')
   ax.axhline(summary['target_error'], color='grey', linewidth=0.8)
   reach, ratio = summary['epochs_to_target'], summary['tanh_over_relu']
+  # A curve that never reached the target is its activation's lowest-error trial.
   text = ', '.join(f'{a} (lr {summary["learning_rate"][a]:.3g}): '
-                   f'{"not reached" if e is None else f"epoch {e}"}' for a, e in reach.items())
-  if ratio is None:  # A curve that never reached the target is its lowest-error trial.
-    ratio_text = 'tanh/ReLU: n/a (not reached: the lowest-error trial is shown)'
-  else:
-    ratio_text = f'tanh/ReLU = {ratio:.1f}x (paper: 6x)'
+                   f'{"not reached (lowest-error trial)" if e is None else f"epoch {e}"}'
+                   for a, e in reach.items())
+  ratio_text = 'tanh/ReLU: n/a' if ratio is None else f'tanh/ReLU = {ratio:.1f}x (paper: 6x)'
   ax.set_title(f'{summary["target_error"]:.0%} training error, each activation at its fastest rate; '
                f'{ratio_text}\n{text}', fontsize=8)
   ax.set_xlabel('epochs')
@@ -447,6 +446,9 @@ def report(summary: dict) -> str:
     else:
       lines.append(f'  {activation}: best learning rate {search["best_learning_rate"]:.4g}, '
                    f'{search["epochs_to_target"]} epochs to {target:.0%}')
+      if search['best_learning_rate'] in (min(search['lr_grid']), max(search['lr_grid'])):
+        lines.append(f'  {activation}: the best rate is at the end of lr_grid; a rate beyond it '
+                     'may be faster: widen --config.lr_grid.')
   ratio = summary['tanh_over_relu']
   lines.append('tanh/ReLU epochs-to-target: ' + ('n/a' if ratio is None else f'{ratio:.2f}x (paper: 6x)'))
   if summary.get('seeds'):

@@ -89,7 +89,9 @@ def get_config(preset: str = 'layers_18pct'):
   config.target_error = 0.25  # Fig. 1's dashed line.
 
   # ---- The protocol: each activation's learning rate searched (Sec. 3.1's caption).
-  config.lr_grid = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)  # Log-spaced; tried largest first.
+  # Log-spaced, tried largest first; spans the cfgs' epsW=0.001 (for 0..255 inputs) with
+  # room either side. A winner at either end is flagged in the summary: widen the grid then.
+  config.lr_grid = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
   config.refine = True  # Then the geometric midpoints between the best and its neighbours.
   config.early_stop = True  # Stop a trial once it can no longer beat the best so far.
   # A trial whose training error is still at or above chance_error after chance_epochs

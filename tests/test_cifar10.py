@@ -356,7 +356,7 @@ def test_figure1_end_to_end_on_mock_data(tmp_path, capsys):
   np.testing.assert_allclose(images.mean(axis=0), 0.0, atol=1e-3)
 
 
-def test_several_seeds_report_the_spread_of_epochs_to_target(tmp_path, monkeypatch):
+def test_several_seeds_report_the_spread_of_epochs_to_target(tmp_path, monkeypatch, capsys):
   config = cifar10_relu_vs_tanh.get_config()
   config.num_epochs, config.lr_grid, config.refine, config.seeds = 20, (0.01, 0.1), False, (0, 1, 2)
   reach = {('relu', 0.1): 2, ('relu', 0.01): 5, ('tanh', 0.1): 9, ('tanh', 0.01): 7}
@@ -379,5 +379,8 @@ def test_several_seeds_report_the_spread_of_epochs_to_target(tmp_path, monkeypat
   assert summary['seeds'] == {'0': {'relu': 2, 'tanh': 7, 'tanh_over_relu': 3.5},
                               '1': {'relu': 3, 'tanh': 8, 'tanh_over_relu': 8 / 3},
                               '2': {'relu': 4, 'tanh': 9, 'tanh_over_relu': 9 / 4}}
+  out = capsys.readouterr().out  # The winners, 0.1 and 0.01, are the grid's largest and smallest.
+  assert 'relu: the best rate is at the end of lr_grid' in out
+  assert 'tanh: the best rate is at the end of lr_grid' in out
   assert summary['seed_spread']['relu'] == {'reached': 3, 'runs': 3, 'min': 2, 'max': 4, 'mean': 3.0,
                                             'std': pytest.approx(math.sqrt(2 / 3))}
