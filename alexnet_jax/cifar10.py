@@ -247,7 +247,9 @@ def load_cifar10(config) -> tuple[np.ndarray, np.ndarray]:
 
 def duration(seconds: float) -> str:
   seconds = int(round(seconds))
-  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else f'{seconds // 60}m{seconds % 60:02d}s'
+  if seconds >= 3600:
+    return f'{seconds // 3600}h{seconds // 60 % 60:02d}m'
+  return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
 def train_epochs(config, activation: str, learning_rate: float, images, labels, *, seed: int,
@@ -474,6 +476,29 @@ def search_activation(config, activation: str, images, labels) -> tuple[list[Tri
       chance_epochs=config.chance_epochs, log=lambda line: print(f'{activation}: {line}', flush=True))
 
 
+def rerun_seeds(config, winners: dict[str, Trial | None], images, labels) -> dict:
+  """{seed: {activation: epochs-to-target, 'tanh_over_relu': ratio}}: the chosen rates again
+  from each seed (config.seed's are the search's own runs), for how much the epochs move."""
+  per_seed = {}
+  for seed in (int(s) for s in config.seeds):
+    reach = {}
+    for a, best in winners.items():
+      if best is None or seed == config.seed:
+        reach[a] = best and best.epochs_to_target
+        continue
+      epochs = train_epochs(config, a, best.learning_rate, images, labels, seed=seed,
+                            max_epochs=config.num_epochs,
+                            label=f'{a} lr={best.learning_rate:.4g} seed={seed}')
+      reach[a] = run_trial(epochs, best.learning_rate, target=config.target_error,
+                           max_epochs=config.num_epochs, num_epochs=config.num_epochs,
+                           chance_error=config.chance_error,
+                           chance_epochs=config.chance_epochs).epochs_to_target
+    reach['tanh_over_relu'] = (reach['tanh'] / reach['relu'] if reach.get('tanh') and reach.get('relu')
+                               else None)
+    per_seed[str(seed)] = reach
+  return per_seed
+
+
 def run(config, workdir: str) -> dict:
   check_config(config)
   images, labels = load_cifar10(config)
@@ -494,29 +519,10 @@ def run(config, workdir: str) -> dict:
           'epochs_trained': sum(len(t.training_error) for t in trials),
           'trials': [dataclasses.asdict(t) for t in trials]}
       for a, (trials, best) in results.items()}
-  seeds = [int(s) for s in config.seeds]
-  if seeds:  # The chosen rates again from other seeds: how much epochs-to-target moves.
-    per_seed = {}
-    for seed in seeds:
-      per_seed[seed] = {}
-      for a, (_, best) in results.items():
-        if best is None:
-          per_seed[seed][a] = None
-        elif seed == config.seed:
-          per_seed[seed][a] = best.epochs_to_target
-        else:
-          trial = run_trial(
-              train_epochs(config, a, best.learning_rate, images, labels, seed=seed,
-                           max_epochs=config.num_epochs, label=f'{a} lr={best.learning_rate:.4g} seed={seed}'),
-              best.learning_rate, target=config.target_error, max_epochs=config.num_epochs,
-              num_epochs=config.num_epochs, chance_error=config.chance_error,
-              chance_epochs=config.chance_epochs)
-          per_seed[seed][a] = trial.epochs_to_target
-      reach = per_seed[seed]
-      per_seed[seed]['tanh_over_relu'] = (reach['tanh'] / reach['relu'] if reach.get('tanh')
-                                          and reach.get('relu') else None)
-    summary['seeds'] = {str(s): v for s, v in per_seed.items()}
-    summary['seed_spread'] = {a: spread([per_seed[s][a] for s in seeds]) for a in config.activations}
+  if config.seeds:
+    summary['seeds'] = rerun_seeds(config, {a: best for a, (_, best) in results.items()}, images, labels)
+    summary['seed_spread'] = {a: spread([s[a] for s in summary['seeds'].values()])
+                              for a in config.activations}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     plot(summary, os.path.join(workdir, 'figure1_relu_vs_tanh.png'))
