@@ -236,6 +236,26 @@ def test_network_matches_the_cited_layer_definitions(preset, layers, shapes, std
       assert np.abs(without - expected).max() > 100 * 1e-4 * np.abs(expected).max()
 
 
+def test_the_earlier_net_stays_available():
+  config = cifar10_relu_vs_tanh.get_config('lecun')
+  shapes = {n: s['kernel'] for n, s in cifar10.param_shapes(config).items()}
+  # Whole 3/2 windows only: 32 -> 15 -> 7 -> 3, so fc10 sees 3 * 3 * 64 = 576 inputs.
+  assert shapes == {'conv1': (5, 5, 3, 32), 'conv2': (5, 5, 32, 32), 'conv3': (5, 5, 32, 64),
+                    'fc10': (576, 10)}
+  params = cifar10.init_params(0, config)
+  for name, shape in shapes.items():  # LeCun normal: std 1/sqrt(fan_in), within 5 std errors.
+    kernel = np.asarray(params[name]['kernel'])
+    std = 1 / math.sqrt(np.prod(shape[:-1]))
+    assert abs(kernel.std() / std - 1) < 5 / math.sqrt(2 * kernel.size), name
+  net = cifar10.Network.from_config(config, 'relu')
+  assert (net.pool_types, net.pool_padding, net.rnorm_after) == (('max',) * 3, 'valid', ())
+  x = np.random.default_rng(0).normal(size=(2, 32, 32, 4)).astype(np.float32)
+  expected = np.array([[[x[n, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(0, 1)) for j in range(15)]
+                        for i in range(15)] for n in range(2)])
+  np.testing.assert_array_equal(np.asarray(cifar10.pool(jnp.asarray(x), 'max', 3, 2, 'valid')), expected)
+  assert (config.bias_lr_multiplier, config.input_scale, config.mean) == (1.0, 1.0, 'channel')
+
+
 def test_both_activations_start_from_the_same_weights_and_order():
   config = cifar10_relu_vs_tanh.get_config()
   config.batch_size = 4
