@@ -328,7 +328,7 @@ def run_trial(epochs: Iterator[tuple[float, bool]], learning_rate: float, *, tar
     if epoch >= max_epochs:
       break
   if len(errors) >= num_epochs or max_epochs >= num_epochs:
-    return Trial(learning_rate, errors, 'not reached', note=f'{len(errors)} epochs')
+    return Trial(learning_rate, errors, 'not reached')
   return Trial(learning_rate, errors, 'stopped', note=f'could not beat {max_epochs} epochs')
 
 
@@ -355,8 +355,8 @@ def search_learning_rate(epochs_fn: Callable[[float, int], Iterator[tuple[float,
     trials.append(trial)
     if trial.status == 'reached' and (best is None or trial.rank() < best.rank()):
       best = trial
-    log(f'  -> {trial.status}' + (f' in {trial.epochs_to_target} epochs' if trial.epochs_to_target
-                                  else f' ({trial.note})'))
+    detail = f' in {trial.epochs_to_target} epochs' if trial.epochs_to_target else ''
+    log(f'  -> {trial.status}{detail}' + (f' ({trial.note})' if trial.note else ''))
 
   ascending = sorted(set(float(r) for r in grid))
   for rate in reversed(ascending):
