@@ -132,6 +132,24 @@ def exchange_problems(found: list[Collective], model_size: int) -> list[str]:
   return problems
 
 
+_DEFINITION = re.compile(r'^\s*(?:ROOT )?%(?P<name>[\w.\-]+) = (?P<type>\([^=]*?\)|\S+) (?P<op>[\w\-]+)\((?P<args>.*)$')
+
+
+def _instructions(hlo_text: str):
+  """(computation, name, result shapes, opcode, operand names) of each HLO instruction;
+  operand types are looked up by name, as optimized GPU HLO prints none."""
+  computation = None
+  for line in hlo_text.splitlines():
+    if line and not line.startswith(' ') and line.rstrip().endswith('{'):
+      computation = 'ENTRY' if line.startswith('ENTRY') else line.split()[0]
+      continue
+    match = _DEFINITION.match(line)
+    if match:
+      args = match.group('args').split('), ')[0]  # The operands, before the attributes.
+      yield (computation, match.group('name'), _SHAPE.findall(match.group('type')), match.group('op'),
+             re.findall(r'%([\w.\-]+)', args))
+
+
 def hbm_bytes(hlo_text: str) -> int:
   """An estimate of a compiled program's memory traffic per device: each kernel of the
   entry computation reads its operands from and writes its results to HBM.
@@ -139,18 +157,27 @@ def hbm_bytes(hlo_text: str) -> int:
   For backends whose cost analysis reports no 'bytes accessed' (the CUDA plugin's
   compile-only devices report no cost analysis at all).
   """
-  total, in_entry = 0, False
-  skip = ('parameter(', 'constant(', 'tuple(', 'get-tuple-element(', 'bitcast(', '-done(',
-          'after-all(', 'partition-id(', 'replica-id(')
-  for line in hlo_text.splitlines():
-    if line.startswith('ENTRY'):
-      in_entry = True
-      continue
-    if in_entry and line.startswith('}'):
-      break
-    if in_entry and '=' in line and not any(s in line for s in skip):
-      total += sum(_shape_bytes(*s) for s in _SHAPE.findall(line.split(', metadata=')[0]))
+  no_kernel = {'parameter', 'constant', 'tuple', 'get-tuple-element', 'bitcast', 'after-all',
+               'partition-id', 'replica-id'}
+  results, total = {}, 0
+  for computation, name, shapes, op, operands in _instructions(hlo_text):
+    results[name] = shapes
+    if computation == 'ENTRY' and op not in no_kernel and not op.endswith('-done'):
+      total += sum(_shape_bytes(*x) for x in shapes)
+      total += sum(_shape_bytes(*x) for o in operands for x in results.get(o, []))
   return total
+
+
+def convolution_dtypes(hlo_text: str) -> list[str]:
+  """The dtypes of the compiled program's convolution inputs (XLA's own convolutions, or
+  cuDNN's calls)."""
+  results, found = {}, set()
+  for _, name, shapes, op, operands in _instructions(hlo_text):
+    results[name] = shapes
+    if op == 'convolution' or (op == 'custom-call' and '__cudnn$conv' in hlo_text and
+                               name.startswith('cudnn-conv')):
+      found.update(results[o][0][0] for o in operands[:2] if results.get(o))
+  return sorted(found)
 
 
 def network_flops(spec: model.Spec) -> float:
@@ -240,38 +267,43 @@ def _compile_or_none(config, layout, batch_size):
 
 
 def largest_batch(config, layout: parallel.Layout, usable: int, first: Compiled,
-                  per_device: int) -> tuple[int, list[int]]:
+                  per_device: int, max_compiles: int = 8) -> tuple[int, list[int]]:
   """The largest per-device batch (a multiple of BATCH_STEP) whose train step fits in
   `usable` bytes, found by compiling; and the per-device batches compiled on the way.
 
-  Memory is close to linear in the batch, so two compiles give a prediction, and compiles
-  around it confirm it: the answer fits and the next multiple does not.
+  Memory is close to linear in the batch, so each compile after the first two aims where
+  the line through the two nearest points (one either side of the boundary, once known)
+  crosses `usable`; the search ends when a fitting batch and one BATCH_STEP more that does
+  not are found, or after `max_compiles` (the largest fitting batch found is returned).
   """
-  tried = [per_device]
-  data = layout.data_size
+  totals = {per_device: first.memory['total']}  # Per-device batch -> bytes (inf: no fit).
 
-  def at(b):
-    tried.append(b)
-    return _compile_or_none(config, layout, b * data)
+  def compile_at(b):
+    compiled = _compile_or_none(config, layout, b * layout.data_size)
+    totals[b] = compiled.memory['total'] if compiled is not None else math.inf
 
-  second = at(2 * per_device)
-  if second is not None and second.memory['total'] > first.memory['total']:
-    per_image = (second.memory['total'] - first.memory['total']) / per_device
-    guess = per_device + (usable - first.memory['total']) / per_image
-  else:
-    guess = per_device
-  b = max(BATCH_STEP, int(guess) // BATCH_STEP * BATCH_STEP)
-  fits = _fits(at(b), usable)
-  while True:  # Walk to the boundary: usually one compile either side of the prediction.
-    nxt = b + BATCH_STEP if fits else b - BATCH_STEP
-    if nxt < BATCH_STEP:
-      return 0, tried
-    nxt_fits = _fits(at(nxt), usable)
-    if fits and not nxt_fits:
-      return b, tried
-    if not fits and nxt_fits:
-      return nxt, tried
-    b, fits = nxt, nxt_fits
+  compile_at(2 * per_device)
+  while len(totals) < max_compiles + 1:
+    fit = [b for b, m in totals.items() if m <= usable]
+    over = [b for b, m in totals.items() if m > usable]
+    lo, hi = max(fit, default=0), min(over, default=None)
+    if hi is not None and hi - lo <= BATCH_STEP:
+      break
+    finite = sorted((b, m) for b, m in totals.items() if math.isfinite(m))
+    (b1, m1), (b2, m2) = (finite[-2:] if hi is None or len(finite) < 2 else
+                          sorted(finite, key=lambda p: abs(p[1] - usable))[:2])
+    slope = (m2 - m1) / (b2 - b1) if b2 != b1 and m2 != m1 else None
+    guess = b2 + (usable - m2) / slope if slope else 2 * max(totals)
+    b = int(guess) // BATCH_STEP * BATCH_STEP
+    upper = hi - BATCH_STEP if hi is not None else math.inf
+    b = int(min(max(b, lo + BATCH_STEP), upper))
+    while b in totals and b + BATCH_STEP <= upper:  # Never compile a batch twice.
+      b += BATCH_STEP
+    if b in totals:
+      break
+    compile_at(b)
+  fit = [b for b, m in totals.items() if m <= usable]
+  return max(fit, default=0), list(totals)
 
 
 def run(config, target: str, topology: str, *, max_batch: bool = True, eval_step: bool = True) -> dict:
@@ -314,16 +346,6 @@ def run(config, target: str, topology: str, *, max_batch: bool = True, eval_step
       'peak_flops': peak, 'memory_bandwidth': device.memory_bandwidth, 'source': device.source}
   row['convolution_dtypes'] = convolution_dtypes(step.hlo)
   return row
-
-
-def convolution_dtypes(hlo_text: str) -> list[str]:
-  """The operand dtypes of the compiled program's convolutions (XLA's, or cuDNN's calls)."""
-  found = set()
-  for line in hlo_text.splitlines():
-    if ' convolution(' in line or '__cudnn$conv' in line:
-      call = line.split('(', 1)[1] if ' convolution(' in line else line.split('custom-call(', 1)[-1]
-      found.update(dtype for dtype, _ in _SHAPE.findall(call.split(')')[0]))
-  return sorted(found)
 
 
 def _gb(n: float) -> str:

@@ -11,6 +11,11 @@
 # go to `python -m alexnet_jax.main`. RUNTIME (default tpu-ubuntu2204-base) picks the
 # VM image; PROJECT, if set, the GCP project. Run it again after a pre-emption: the
 # workers resume from the latest checkpoint.
+#
+# Before a launch, compile the same run for the slice on any machine, no TPU needed
+# (README, "Targets": memory per chip, the largest batch that fits, the collectives):
+#   pip install -e '.[aot]' && python -m alexnet_jax.aot --config=configs/paper.py \
+#       --target=v4 --topology=2x2x4    # libtpu's chip grid of the slice
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${ACCELERATOR:?set ACCELERATOR, e.g. v4-32}"
