@@ -11,7 +11,6 @@ end) is `evaluate.evaluate_views`; `--mode=eval` is `evaluate.evaluate_checkpoin
 
 from __future__ import annotations
 
-import collections
 import functools
 import math
 import os
@@ -27,6 +26,7 @@ from absl import logging
 
 from alexnet_jax import (checkpoints, evaluate, input_pipeline, metrics, model, optim, parallel,
                          preflight)
+from alexnet_jax.data.pipeline import device_batches
 
 class TrainingDiverged(RuntimeError):
   """The loss or a parameter became NaN or Inf; the last good checkpoint is kept."""
@@ -70,17 +70,6 @@ def train_step_function(layout: parallel.Layout, tx, batch_size: int):
 @jax.jit
 def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def device_batches(batches, layout: parallel.Layout, depth: int):
-  """Global arrays from each process's local batches, `depth` batches ahead, so the next
-  batch is already on its way to the devices while the current step runs."""
-  queue = collections.deque()
-  for batch in batches:
-    queue.append(layout.global_batch(batch))
-    if len(queue) > depth:
-      yield queue.popleft()
-  yield from queue
 
 
 class _Preemption:
