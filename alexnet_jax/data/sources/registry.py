@@ -7,6 +7,7 @@ builder: `identity` stays below every source, and nothing imports upwards.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from absl import logging
@@ -73,11 +74,12 @@ def get_source(spec: DataSpec, use_prepared: bool | None = None) -> base.Source:
   root = prepared_dir(spec)
   splits = (spec.train_split, spec.eval_split)
   signature = folder.FolderSource.signature(spec) if spec.source == 'folder' else ()
+  infos = {s: prepared.read_info(root, s) for s in splits} if use_prepared else {}
+  infos = {s: info for s, info in infos.items() if info is not None}
+  # A copy written (or rewritten) since the last call is another source.
   key = (spec.source, spec.data_dir, spec.folder, spec.manual_dir, spec.skip_bad_files, splits,
-         spec.stored_size, root, use_prepared, signature)
+         spec.stored_size, root, use_prepared, signature, json.dumps(infos, sort_keys=True))
   if key not in _CACHE:
-    infos = {s: prepared.read_info(root, s) for s in splits} if use_prepared else {}
-    infos = {s: info for s, info in infos.items() if info is not None}
     for s, info in infos.items():
       prepared.check_stored(info, spec.stored_size, os.path.join(root, s))
     folder_gone = spec.source == 'folder' and not (spec.folder and os.path.isdir(spec.folder))
