@@ -26,7 +26,10 @@ from absl import logging
 
 from alexnet_jax import (checkpoints, evaluate, input_pipeline, metrics, model, optim, parallel,
                          preflight)
+from alexnet_jax.data.device_augment import DeviceAugment
 from alexnet_jax.data.pipeline import device_batches
+from alexnet_jax.data.spec import DataSpec
+from alexnet_jax.data.statistics import load_stats
 
 class TrainingDiverged(RuntimeError):
   """The loss or a parameter became NaN or Inf; the last good checkpoint is kept."""
@@ -44,17 +47,24 @@ def init_state(config, layout: parallel.Layout, tx: optax.GradientTransformation
           'step': jax.device_put(jnp.zeros([], jnp.int32), replicated)}
 
 
-def make_train_step(layout: parallel.Layout, tx, batch_size: int):
+def make_train_step(layout: parallel.Layout, tx, batch_size: int, augment=None):
   """The jitted step on global batches of `batch_size`, with the layout's mapper and
   compiler options; the old state is donated."""
-  return layout.jit(train_step_function(layout, tx, batch_size), donate_argnums=(0,))
+  return layout.jit(train_step_function(layout, tx, batch_size, augment), donate_argnums=(0,))
 
 
-def train_step_function(layout: parallel.Layout, tx, batch_size: int):
-  """The step before jit: (state, images, labels) -> (new state, metrics)."""
+def train_step_function(layout: parallel.Layout, tx, batch_size: int, augment=None):
+  """The step before jit: (state, images, labels) -> (new state, metrics).
+
+  augment: a `data.device_augment.DeviceAugment` (config.data.augment_on='device'): the
+  step then takes (state, uint8 stored images, labels, epoch, index) and makes the
+  training inputs itself.
+  """
   loss_fn = layout.loss(batch_size)
 
-  def train_step(state, images, labels):
+  def train_step(state, images, labels, *example_ids):
+    if augment is not None:
+      images = augment(images, *example_ids)
     rng = jax.random.fold_in(state['rng'], state['step'])
     (loss, errors), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state['params'], images, labels, rng)
@@ -163,7 +173,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  '%s mesh.', config.data.source, info.num_train, info.num_eval, info.num_classes,
                  total_steps - start, config.batch_size, steps_per_epoch, dict(layout.mesh.shape))
 
-    train_step = make_train_step(layout, tx, config.batch_size)
+    data_spec = DataSpec.from_config(config.data)
+    augment = (DeviceAugment.from_spec(data_spec, load_stats(data_spec), config.seed)
+               if data_spec.augment_on_device else None)
+    train_step = make_train_step(layout, tx, config.batch_size, augment)
     batches = device_batches(input_pipeline.train_batches(
         config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
         process_index=jax.process_index(), process_count=jax.process_count()),
@@ -174,7 +187,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with _Preemption() as preemption:
       while step < total_steps:
         batch = next(batches)
-        state, step_metrics = train_step(state, batch['images'], batch['labels'])
+        state, step_metrics = train_step(state, batch['images'], batch['labels'],
+                                         *[batch[k] for k in ('epoch', 'index') if k in batch])
         pending.append(step_metrics)
         step += 1
         if step == start + 1:

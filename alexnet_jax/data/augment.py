@@ -57,9 +57,13 @@ def crop_at(image: tf.Tensor, offset: tf.Tensor, crop: int) -> tf.Tensor:
   return tf.slice(image, [offset[0], offset[1], 0], [crop, crop, 3])
 
 
-def random_reflection(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """The horizontal reflection with probability 1/2."""
-  flip = tf.random.stateless_uniform([], seed) < 0.5
+def draw_reflection(seed: tf.Tensor) -> tf.Tensor:
+  """Whether to reflect: true with probability 1/2."""
+  return tf.random.stateless_uniform([], seed) < 0.5
+
+
+def reflect(image: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
+  """The horizontal reflection of a [h, w, 3] image where `flip` is true."""
   return tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
 
 
@@ -68,7 +72,7 @@ def lighting_shift(alpha: tf.Tensor, stats: Stats, lighting: str) -> tf.Tensor:
 
   alpha: [..., 3] draws of a_i ~ N(0, lighting_std).
   'paper': eigen-decomposition on [0, 1], the shift times 255.
-  'original': the released code, a_i times 0-255 standard deviations. `augment` then
+  'original': the released code, a_i times 0-255 standard deviations. `add_lighting` then
     divides the whole centred image plus this shift by 1 + lighting_std, as that code does.
   """
   alpha = tf.convert_to_tensor(alpha, tf.float32)
@@ -82,12 +86,16 @@ def lighting_shift(alpha: tf.Tensor, stats: Stats, lighting: str) -> tf.Tensor:
                    f'{lighting!r}.')
 
 
-def random_lighting(image: tf.Tensor, seed: tf.Tensor, stats: Stats, lighting: str,
-                    lighting_std: float) -> tf.Tensor:
-  """Sec. 4.1's PCA lighting: one shift per image (not per pixel) on the centred image."""
+def draw_alpha(seed: tf.Tensor, lighting_std: float) -> tf.Tensor:
+  """Sec. 4.1's a_i ~ N(0, lighting_std), drawn once per image (not per pixel)."""
+  return tf.random.stateless_normal([3], seed, stddev=lighting_std)
+
+
+def add_lighting(image: tf.Tensor, alpha: tf.Tensor, stats: Stats, lighting: str,
+                 lighting_std: float) -> tf.Tensor:
+  """Sec. 4.1's PCA lighting: one RGB shift over the whole centred image."""
   if lighting == 'none' or lighting_std <= 0:
     return image
-  alpha = tf.random.stateless_normal([3], seed, stddev=lighting_std)
   image = image + lighting_shift(alpha, stats, lighting)
   if lighting == 'original':
     # The released code (cuda-convnet2 convdata.py) scales the centred image plus the noise
@@ -97,19 +105,26 @@ def random_lighting(image: tf.Tensor, seed: tf.Tensor, stats: Stats, lighting: s
   return image
 
 
-def augment(image: tf.Tensor, epoch: tf.Tensor, index: tf.Tensor, *, spec: DataSpec,
-            stats: Stats, seed: int) -> tf.Tensor:
-  """One training image: the stored float32 image -> Sec. 4.1's crop, reflection, lighting,
-  minus the mean (`mean_images`), times `input_scale`."""
-  crop_seed, flip_seed, light_seed = tf.unstack(example_seeds(seed, epoch, index))
+def apply_augment(image: tf.Tensor, offset: tf.Tensor, flip: tf.Tensor, alpha: tf.Tensor, *,
+                  spec: DataSpec, stats: Stats) -> tf.Tensor:
+  """The stored float32 image, given its crop offset, reflection and lighting draws ->
+  the centred (`mean_images`) crop, reflected, with lighting, times `input_scale`."""
   image_mean, view_mean = mean_images(stats.mean_image, spec.mean_patch, spec.crop_size)
-  offset = random_offset(crop_seed, spec.stored_size, spec.crop_size)
   image = crop_at(image - image_mean, offset, spec.crop_size)
   if spec.flip:
-    image = random_reflection(image, flip_seed)
-  image = image - view_mean
-  image = random_lighting(image, light_seed, stats, spec.lighting, spec.lighting_std)
+    image = reflect(image, flip)
+  image = add_lighting(image - view_mean, alpha, stats, spec.lighting, spec.lighting_std)
   return image * spec.input_scale
+
+
+def augment(image: tf.Tensor, epoch: tf.Tensor, index: tf.Tensor, *, spec: DataSpec,
+            stats: Stats, seed: int) -> tf.Tensor:
+  """One training image: the stored float32 image -> Sec. 4.1's random crop, reflection and
+  lighting, each drawn from (seed, epoch, example index), then `apply_augment`."""
+  crop_seed, flip_seed, light_seed = tf.unstack(example_seeds(seed, epoch, index))
+  offset = random_offset(crop_seed, spec.stored_size, spec.crop_size)
+  return apply_augment(image, offset, draw_reflection(flip_seed),
+                       draw_alpha(light_seed, spec.lighting_std), spec=spec, stats=stats)
 
 
 def eval_views(image: tf.Tensor, crop: int, views: str) -> tf.Tensor:

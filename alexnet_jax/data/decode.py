@@ -51,3 +51,15 @@ def decode_stored(encoded: tf.Tensor, size: int) -> tf.Tensor:
 def to_uint8(image: tf.Tensor) -> tf.Tensor:
   """A float32 0-255 stored image rounded to the uint8 a store (or the device) receives."""
   return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+def decode_stored_uint8(encoded: tf.Tensor, size: int) -> tf.Tensor:
+  """Encoded image -> the stored size x size uint8 image (what `augment_on='device'` ships):
+  an image stored at that size already (a prepared copy) is passed on as decoded."""
+  image = decode(encoded)
+  image.set_shape([None, None, 3])
+  shape = tf.shape(image)
+  image = tf.cond(tf.logical_and(shape[0] == size, shape[1] == size), lambda: image,
+                  lambda: to_uint8(resize_and_center_crop(image, size)))
+  image.set_shape([size, size, 3])
+  return image

@@ -33,7 +33,9 @@ def steps_per_epoch(spec: DataSpec, global_batch_size: int) -> int:
 def train_batches(spec: DataSpec, *, global_batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1
                   ) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite training batches {'images': [B, crop, crop, 3] f32, 'labels': [B] i32}.
+  """Infinite training batches {'images': [B, crop, crop, 3] f32, 'labels': [B] i32}; with
+  `augment_on='device'`, {'images': [B, size, size, 3] uint8, 'labels', 'epoch', 'index'}
+  ([B] int32 each) for `device_augment.DeviceAugment` in the step.
 
   B = global_batch_size // process_count. Batch s is the same whatever `start_step` is:
   epoch e = s // steps_per_epoch shuffles this process's share with a seed from (seed, e)
@@ -48,7 +50,7 @@ def train_batches(spec: DataSpec, *, global_batch_size: int, seed: int, start_st
   if steps == 0:
     raise ValueError(f'Training split has fewer examples than one batch of '
                      f'{global_batch_size}.')
-  stats = statistics.load_stats(spec)
+  stats = None if spec.augment_on_device else statistics.load_stats(spec)
   start_epoch, skip_steps = divmod(start_step, steps)
   buffer = max(1, spec.shuffle_buffer)
 
@@ -61,6 +63,10 @@ def train_batches(spec: DataSpec, *, global_batch_size: int, seed: int, start_st
     return ds.map(lambda i, payload, label: (source.load(split, payload), label, e, i))
 
   def example(loaded, label, e, i):
+    if spec.augment_on_device:  # The step crops, reflects, lights and centres.
+      return {'images': source.stored_uint8(split, loaded, spec.stored_size),
+              'labels': tf.cast(label, tf.int32), 'epoch': tf.cast(e, tf.int32),
+              'index': tf.cast(i, tf.int32)}
     image = source.stored_image(split, loaded, spec.stored_size)
     image = augment.augment(image, e, i, spec=spec, stats=stats, seed=seed)
     return {'images': image, 'labels': tf.cast(label, tf.int32)}

@@ -83,3 +83,8 @@ class Source:
     """A loaded example as the float32 [size, size, 3] image of Sec. 2 (mean not removed)."""
     del split
     return decode.decode_stored(loaded, size)
+
+  def stored_uint8(self, split: str, loaded: tf.Tensor, size: int) -> tf.Tensor:
+    """A loaded example as the uint8 [size, size, 3] stored image (rounded if resampled)."""
+    del split
+    return decode.decode_stored_uint8(loaded, size)

@@ -172,6 +172,11 @@ class PreparedSource(Source):
       return tf.cast(loaded, tf.float32)
     return decode.decode_stored(loaded, size)
 
+  def stored_uint8(self, split, loaded, size):
+    if split not in self._info:
+      return self._fallback.stored_uint8(split, loaded, size)
+    return loaded if split in self._raw else decode.decode_stored_uint8(loaded, size)
+
 
 # ----------------------------------------------------------------------------- writer
 
