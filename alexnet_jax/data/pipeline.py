@@ -60,7 +60,7 @@ def train_batches(spec: DataSpec, *, global_batch_size: int, seed: int, start_st
     ds = ds.take(steps * local_batch)
     ds = ds.skip(tf.where(e == start_epoch, tf.constant(skip_steps * local_batch, tf.int64),
                           tf.constant(0, tf.int64)))
-    return ds.map(lambda i, payload, label: (source.load(split, payload), label, e, i))
+    return ds.map(lambda i, payload, label: (payload, label, e, i))
 
   def example(loaded, label, e, i):
     if spec.augment_on_device:  # The step crops, reflects, lights and centres.
@@ -71,9 +71,22 @@ def train_batches(spec: DataSpec, *, global_batch_size: int, seed: int, start_st
     image = augment.augment(image, e, i, spec=spec, stats=stats, seed=seed)
     return {'images': image, 'labels': tf.cast(label, tf.int32)}
 
+  load = lambda payload, label, e, i: (source.load(split, payload), label, e, i)
   ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch)
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(local_batch, drop_remainder=True)
+  if source.loads_batches(split):
+    # A raw store: one memory-map gather per batch (a Python call per image costs more
+    # than its copy). Epochs hold whole batches, so batches never straddle two.
+    ds = ds.batch(local_batch, drop_remainder=True).map(load)
+    if spec.augment_on_device:
+      ds = ds.map(lambda images, label, e, i: {
+          'images': images, 'labels': tf.cast(label, tf.int32), 'epoch': tf.cast(e, tf.int32),
+          'index': tf.cast(i, tf.int32)})
+    else:
+      ds = ds.unbatch().map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      ds = ds.batch(local_batch, drop_remainder=True)
+  else:
+    ds = ds.map(load).map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local_batch, drop_remainder=True)
   ds = ds.prefetch(spec.prefetch_batches).with_options(_options())
   return ds.as_numpy_iterator()
 

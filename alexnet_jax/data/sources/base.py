@@ -79,6 +79,11 @@ class Source:
     del split
     return payload
 
+  def loads_batches(self, split: str) -> bool:
+    """Whether `load` takes a vector of payloads at once (and should be given batches)."""
+    del split
+    return False
+
   def stored_image(self, split: str, loaded: tf.Tensor, size: int) -> tf.Tensor:
     """A loaded example as the float32 [size, size, 3] image of Sec. 2 (mean not removed)."""
     del split

@@ -165,6 +165,9 @@ class PreparedSource(Source):
       return self._fallback.load(split, payload)
     return self._gather(split, payload) if split in self._raw else payload
 
+  def loads_batches(self, split):
+    return split in self._raw
+
   def stored_image(self, split, loaded, size):
     if split not in self._info:
       return self._fallback.stored_image(split, loaded, size)
