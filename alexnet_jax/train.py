@@ -173,12 +173,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  '%s mesh.', config.data.source, info.num_train, info.num_eval, info.num_classes,
                  total_steps - start, config.batch_size, steps_per_epoch, dict(layout.mesh.shape))
 
-    data_spec = DataSpec.from_config(config.data)
+    data_spec = DataSpec.from_config(config.data).for_backend(jax.default_backend())
     augment = (DeviceAugment.from_spec(data_spec, load_stats(data_spec), config.seed)
                if data_spec.augment_on_device else None)
     train_step = make_train_step(layout, tx, config.batch_size, augment)
     batches = device_batches(input_pipeline.train_batches(
-        config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
+        data_spec, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
         process_index=jax.process_index(), process_count=jax.process_count()),
         layout, config.data.prefetch_batches)
     throughput = metrics.Throughput(total_steps, config.batch_size)

@@ -58,9 +58,12 @@ def _one_line(e):
 def test_spec_defaults_and_one_line_errors():
   bare = ml_collections.ConfigDict({'source': 'folder'})  # Every other field defaulted.
   spec = DataSpec.from_config(bare)
-  assert (spec.mean_patch, spec.augment_on, spec.use_prepared) == ('crop', 'host', True)
+  assert (spec.mean_patch, spec.augment_on, spec.use_prepared) == ('crop', 'auto', True)
   assert DataSpec.from_config(spec) is spec
-  for field, value, choices in (('augment_on', 'gpu', "('host', 'device')"),
+  assert [spec.for_backend(b).augment_on for b in ('cpu', 'gpu', 'tpu')] == [
+      'host', 'device', 'device']
+  assert DataSpec(augment_on='host').for_backend('gpu').augment_on == 'host'
+  for field, value, choices in (('augment_on', 'gpu', "('auto', 'host', 'device')"),
                                 ('mean_patch', 'window', "('crop', 'center')"),
                                 ('lighting', 'pca', "('paper', 'original', 'none')"),
                                 ('statistics', 'mean', "('train_split', 'imagenet')")):

@@ -10,7 +10,8 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from alexnet_jax import input_pipeline, optim, parallel, train
+import alexnet_jax
+from alexnet_jax import evaluate, input_pipeline, optim, parallel, train
 from alexnet_jax.data import augment
 from alexnet_jax.data.device_augment import DeviceAugment
 from alexnet_jax.data.spec import DataSpec
@@ -178,10 +179,19 @@ def test_train_step_on_the_device_equals_the_host_given_the_same_draws(small_mod
     np.testing.assert_allclose(d, h, atol=1e-6 + 1e-5 * np.abs(h).max())
 
 
-def test_training_with_device_augmentation_end_to_end(folder, tmp_path, tiny_config):
-  # The loop's wiring: the statistics pass, the uint8 feed with (epoch, index), the step.
+def test_training_and_ten_view_eval_on_the_device_end_to_end(folder, tmp_path, tiny_config):
+  # The loop's wiring: the statistics pass, the uint8 feed with (epoch, index), the step,
+  # and the 10 views cut by the eval step; they count what the host's views count.
   config = tiny_config(folder, **{'data.augment_on': 'device', 'num_epochs': 1,
-                                  'max_steps': 2, 'eval_views': ('center',)})
-  summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+                                  'max_steps': 2, 'eval_views': ('ten',)})
+  workdir = str(tmp_path / 'run')
+  summary = train.train_and_evaluate(config, workdir)
   assert summary['step'] == 2 and np.isfinite(summary['last_loss'])
-  assert summary['eval']['center']['examples'] == 14
+  device_result = summary['eval']['ten']
+  assert device_result['examples'] == 14
+  config.data.augment_on = 'host'
+  layout = parallel.Layout.from_config(config)
+  with jax.set_mesh(layout.mesh):
+    params = jax.device_put(alexnet_jax.load_params(workdir), layout.param_shardings)
+    host_result = evaluate.evaluate(params, config, layout, 'ten', show_progress=False)
+  assert host_result == pytest.approx(device_result)

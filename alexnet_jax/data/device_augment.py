@@ -91,14 +91,23 @@ class DeviceAugment:
     return jax.vmap(self.apply)(images, offset, flip, alpha)
 
   def views(self, images: jax.Array, views: str) -> jax.Array:
-    """uint8 [B, size, size, 3] -> the [B, V, crop, crop, 3] centred eval views, in
-    `augment.eval_views`'s order, times input_scale."""
-    check_views(views)
-    x = images.astype(jnp.float32) - self.image_mean
-    far, mid, c = self.size - self.crop, (self.size - self.crop) // 2, self.crop
-    corners = [(mid, mid)] if views == 'center' else [(0, 0), (0, far), (far, 0), (far, far),
-                                                      (mid, mid)]
-    out = jnp.stack([x[:, t:t + c, l:l + c] for t, l in corners], axis=1)
-    if views == 'ten':
-      out = jnp.concatenate([out, out[:, :, :, ::-1]], axis=1)
-    return (out - self.view_mean) * self.input_scale
+    """uint8 [B, size, size, 3] -> the [B, V, crop, crop, 3] centred eval views."""
+    return eval_views(images, self.image_mean, self.view_mean, views=views, crop=self.crop,
+                      input_scale=self.input_scale)
+
+
+def eval_views(images: jax.Array, image_mean: jax.Array, view_mean: jax.Array, *, views: str,
+               crop: int, input_scale: float) -> jax.Array:
+  """uint8 [B, size, size, 3] -> the [B, V, crop, crop, 3] centred views of
+  `augment.eval_views`, in its order, times input_scale. The means (`augment.mean_images`)
+  are arguments, so one compiled eval step serves every evaluation of a run."""
+  check_views(views)
+  x = images.astype(jnp.float32) - image_mean
+  size = images.shape[1]
+  far, mid = size - crop, (size - crop) // 2
+  corners = [(mid, mid)] if views == 'center' else [(0, 0), (0, far), (far, 0), (far, far),
+                                                    (mid, mid)]
+  out = jnp.stack([x[:, t:t + crop, l:l + crop] for t, l in corners], axis=1)
+  if views == 'ten':
+    out = jnp.concatenate([out, out[:, :, :, ::-1]], axis=1)
+  return (out - view_mean) * input_scale

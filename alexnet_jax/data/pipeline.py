@@ -95,7 +95,8 @@ def eval_batches(spec: DataSpec, *, global_batch_size: int, views: str, split: s
                  process_index: int = 0, process_count: int = 1
                  ) -> Iterator[dict[str, np.ndarray]]:
   """Finite eval batches {'images': [B, V, crop, crop, 3], 'labels': [B], 'mask': [B]} of
-  `split` (default: the eval split).
+  `split` (default: the eval split); with `augment_on='device'` the images are the uint8
+  [B, size, size, 3] stored images, and the eval step cuts the views.
 
   Every process yields ceil(ceil(num_examples / process_count) / B) batches; padding
   examples have mask False, so over all processes each example has mask True exactly once.
@@ -104,23 +105,27 @@ def eval_batches(spec: DataSpec, *, global_batch_size: int, views: str, split: s
   local_batch = spec_lib.local_batch_size(global_batch_size, process_count)
   split = split or spec.eval_split
   source = sources.get_source(spec)
-  stats = statistics.load_stats(spec)
+  stats = None if spec.augment_on_device else statistics.load_stats(spec)
   crop = spec.crop_size
   n = source.num_examples(split)
   num_batches = -(-(-(-n // process_count)) // local_batch)
 
   @tf.autograph.experimental.do_not_convert  # Plain TF ops; AutoGraph only warns here.
   def example(loaded, label):
-    image = source.stored_image(split, loaded, spec.stored_size)
-    return {'images': augment.eval_image(image, spec=spec, stats=stats, views=views),
-            'labels': tf.cast(label, tf.int32), 'mask': tf.constant(True)}
+    if spec.augment_on_device:  # The eval step cuts the views (device_augment.eval_views).
+      images = source.stored_uint8(split, loaded, spec.stored_size)
+    else:
+      image = source.stored_image(split, loaded, spec.stored_size)
+      images = augment.eval_image(image, spec=spec, stats=stats, views=views)
+    return {'images': images, 'labels': tf.cast(label, tf.int32), 'mask': tf.constant(True)}
 
   ds = source.records(split, process_index, process_count)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   num_views = 1 if views == 'center' else 10
+  pad = (tf.zeros([spec.stored_size] * 2 + [3], tf.uint8) if spec.augment_on_device else
+         tf.zeros([num_views, crop, crop, 3]))
   padding = tf.data.Dataset.from_tensors(
-      {'images': tf.zeros([num_views, crop, crop, 3]), 'labels': tf.constant(0),
-       'mask': tf.constant(False)}).repeat()
+      {'images': pad, 'labels': tf.constant(0), 'mask': tf.constant(False)}).repeat()
   ds = ds.concatenate(padding).take(num_batches * local_batch)
   ds = ds.batch(local_batch).prefetch(spec.prefetch_batches).with_options(_options())
   return ds.as_numpy_iterator()
