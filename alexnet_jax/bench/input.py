@@ -168,6 +168,10 @@ def run_stores(config, *, jpeg_size: tuple[int, int] = (500, 375), num_images: i
       record(f'prepare --format={store}', *_median_rate(
           lambda: sources.prepare_split(DataSpec.from_config(data_cfg), 'train',
                                         store_format=store), num_images, repeats))
+      split_dir = os.path.join(data_cfg.prepared_dir, 'train')
+      stored = sum(os.path.getsize(os.path.join(split_dir, f)) for f in os.listdir(split_dir))
+      results[f'{store}_bytes_per_image'] = stored / num_images
+      print(f'{store} store: {stored / num_images:,.0f} bytes per image')
       for augment_on in ('host', 'device'):
         data_cfg.augment_on = augment_on
         # Constants, not a statistics pass: any mean image costs the same per batch.
