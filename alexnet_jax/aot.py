@@ -29,6 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from alexnet_jax import evaluate, model, optim, parallel, targets, train
+from alexnet_jax.data import augment as data_augment
+from alexnet_jax.data import spec as data_spec
+from alexnet_jax.data import statistics
 
 # ILSVRC-2012's training set (Sec. 2): it sets the learning-rate schedule's step
 # boundaries, constants in the compiled step.
@@ -227,29 +230,56 @@ def _compile(fn, args, layout) -> Compiled:
                   collectives(hlo, (layout.data_size, layout.model_size)), hlo)
 
 
+def _data(config, layout: parallel.Layout) -> data_spec.DataSpec:
+  """config.data as training reads it on the target's platform (augment_on 'auto' is
+  'device' on a GPU or TPU)."""
+  return data_spec.DataSpec.from_config(config.data).for_backend(layout.mesh.devices.flat[0].platform)
+
+
 def compile_train_step(config, layout: parallel.Layout, batch_size: int) -> Compiled:
-  """train.py's step for a global batch of `batch_size` on `layout`'s devices."""
+  """train.py's step for a global batch of `batch_size` on `layout`'s devices, fed as
+  training feeds it: uint8 stored images with each example's (epoch, index) where Sec.
+  4.1's augmentation runs in the step, else float32 crops."""
   tx = optim.make_optimizer(config.optim, _steps_per_epoch(config))
   # The state's structure is built outside jax.set_mesh: optax builds it eagerly, and
   # nothing runs eagerly on compile-only devices.
   state = train.abstract_state(config, layout, tx)
-  size = layout.spec.image_size
-  images = _abstract((batch_size, size, size, 3), jnp.float32, layout.batch_sharding)
-  labels = _abstract((batch_size,), jnp.int32, layout.batch_sharding)
-  return _compile(train.make_train_step(layout, tx, batch_size), (state, images, labels), layout)
+  spec = _data(config, layout)
+  # The statistics' values are constants of the step: ImageNet's stand in for the run's.
+  augment = train.device_augment(spec, config.seed, statistics.imagenet_stats(spec.stored_size))
+  batch = lambda shape, dtype: _abstract((batch_size,) + shape, dtype, layout.batch_sharding)
+  labels = batch((), jnp.int32)
+  if augment is not None:
+    args = (state, batch((spec.stored_size, spec.stored_size, 3), jnp.uint8), labels,
+            batch((), jnp.int32), batch((), jnp.int32))
+  else:
+    size = layout.spec.image_size
+    args = (state, batch((size, size, 3), jnp.float32), labels)
+  return _compile(train.make_train_step(layout, tx, batch_size, augment), args, layout)
 
 
 def compile_eval_step(config, layout: parallel.Layout) -> Compiled:
-  """evaluate.py's step for config.eval_batch_size examples of the config's most views."""
-  views = 10 if 'ten' in config.eval_views else 1  # Sec. 4.1: five patches and their reflections.
-  n, size = config.eval_batch_size, layout.spec.image_size
+  """evaluate.py's step for config.eval_batch_size examples of the config's most views,
+  fed as evaluation feeds it (stored images where the views are cut in the step)."""
+  views = 'ten' if 'ten' in config.eval_views else 'center'
+  count = 10 if views == 'ten' else 1  # Sec. 4.1: five patches and their reflections.
+  spec = _data(config, layout)
+  n, crop = config.eval_batch_size, layout.spec.image_size
   params = jax.tree.map(lambda s, sharding: _abstract(s, jnp.float32, sharding),
                         model.param_shapes(layout.spec), layout.param_shardings,
                         is_leaf=lambda x: isinstance(x, tuple))
-  images = _abstract((n, views, size, size, 3), jnp.float32, layout.batch_sharding)
   labels = _abstract((n,), jnp.int32, layout.batch_sharding)
   mask = _abstract((n,), jnp.bool_, layout.batch_sharding)
-  return _compile(evaluate.eval_step(layout), (params, images, labels, mask), layout)
+  if spec.augment_on_device:
+    size = spec.stored_size
+    images = _abstract((n, size, size, 3), jnp.uint8, layout.batch_sharding)
+    means = [_abstract(m.shape, jnp.float32, layout.replicated) for m in data_augment.mean_images(
+        statistics.imagenet_stats(size).mean_image, spec.mean_patch, spec.crop_size)]
+    step = evaluate.eval_step(layout, (views, spec.crop_size, spec.input_scale))
+  else:
+    images = _abstract((n, count, crop, crop, 3), jnp.float32, layout.batch_sharding)
+    means, step = [], evaluate.eval_step(layout)
+  return _compile(step, (params, images, labels, mask, *means), layout)
 
 
 def _fits(compiled: Compiled | None, usable: int) -> bool:

@@ -44,6 +44,11 @@ def default_config() -> ml_collections.ConfigDict:
   # (about ImageNet's pixel std) gives unit-scale inputs, which short runs with
   # model.init='he' need (later practice, not the paper).
   config.data.input_scale = 1.0
+  # Where the random crop, reflection, lighting and mean subtraction run: 'host' (tf.data
+  # ships float32 crops), 'device' (the host ships uint8 256x256 images; the jitted step
+  # augments them), or 'auto': 'device' on GPU/TPU, 'host' on CPU (README, "Augmentation on
+  # the device", says why).
+  config.data.augment_on = 'auto'
   # Sec. 2 mean image and Sec. 4.1 RGB PCA: 'train_split' computes them from the training
   # split (the paper; one streaming pass the first time a dataset is used, then read from
   # `stats_file`); 'imagenet' uses ImageNet's per-channel mean and PCA constants instead.

@@ -25,6 +25,9 @@ from absl import logging
 
 from alexnet_jax import (checkpoints, input_pipeline, losses, metrics, model, parallel,
                          preflight)
+from alexnet_jax.data import augment, device_augment
+from alexnet_jax.data.spec import DataSpec
+from alexnet_jax.data.statistics import load_stats
 
 VIEWS = preflight.VIEWS
 
@@ -42,13 +45,21 @@ def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Ar
 
 
 @functools.lru_cache(maxsize=8)
-def eval_step(layout: parallel.Layout):
-  """The jitted eval step: (params, images [N, views, H, W, 3], labels, mask) -> [top-1
-  errors, top-5 errors, examples] over the unmasked rows; what --mode=eval and
-  alexnet_jax.aot compile."""
+def eval_step(layout: parallel.Layout, device_views: tuple | None = None):
+  """The jitted eval step: (params, images, labels, mask, *means) -> [top-1 errors, top-5
+  errors, examples] over the unmasked rows; what --mode=eval and alexnet_jax.aot compile.
+
+  images: [N, views, H, W, 3] float views, or with device_views = (views, crop,
+  input_scale) the uint8 stored images [N, S, S, 3] the step cuts the views from
+  (augment_on='device'); it then also takes the two mean images.
+  """
   probs_fn = layout.view_probs()
 
-  def step(params, images, labels, mask):
+  def step(params, images, labels, mask, *means):
+    if device_views is not None:
+      views, crop, input_scale = device_views
+      images = device_augment.eval_views(images, *means, views=views, crop=crop,
+                                         input_scale=input_scale)
     return error_counts(probs_fn(params, images), labels, mask)
 
   return layout.jit(step)
@@ -61,7 +72,13 @@ def evaluate(params, config, layout: parallel.Layout, views: str, *,
   batch_size = config.eval_batch_size
   layout.check_batch(batch_size)
   info = input_pipeline.dataset_info(config.data)
-  step = eval_step(layout)
+  spec = DataSpec.from_config(config.data).for_backend(jax.default_backend())
+  means = ()
+  if spec.augment_on_device:
+    means = augment.mean_images(load_stats(spec).mean_image, spec.mean_patch, spec.crop_size)
+    step = eval_step(layout, (views, spec.crop_size, spec.input_scale))
+  else:
+    step = eval_step(layout)
   totals = np.zeros(3)
   progress = metrics.Progress(info.num_eval, f'eval ({views})',
                               enabled=show_progress and jax.process_index() == 0)
@@ -75,11 +92,12 @@ def evaluate(params, config, layout: parallel.Layout, views: str, *,
     progress.update(examples)
 
   for batch in input_pipeline.eval_batches(
-      config.data, global_batch_size=batch_size, views=views,
+      spec, global_batch_size=batch_size, views=views,
       process_index=jax.process_index(), process_count=jax.process_count()):
     examples = int(batch['mask'].sum()) * jax.process_count()  # Shares are equal but the last.
     batch = layout.global_batch(batch)
-    pending.append((step(params, batch['images'], batch['labels'], batch['mask']), examples))
+    pending.append((step(params, batch['images'], batch['labels'], batch['mask'], *means),
+                    examples))
     if len(pending) > 2:
       finish_oldest()
   while pending:

@@ -14,7 +14,7 @@ dir can be overridden with --data_dir. Process 0 writes the PNGs to the workdir 
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import functools
 import json
 import os
@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from alexnet_jax import checkpoints, input_pipeline, model
+from alexnet_jax.data.spec import DataSpec
 
 FIGURES = ('kernels', 'predictions', 'neighbours', 'curves')
 DPI = 100  # With fixed figure sizes and no tight bbox, pixel sizes are known in advance.
@@ -150,8 +151,9 @@ def centre_crops(data_cfg, split: str, limit: int | None, batch_size: int):
 
   The eval pipeline is deterministic, so reading it twice gives the same order.
   """
-  data_cfg = copy.deepcopy(data_cfg)
-  data_cfg.eval_split = split
+  # Float centre crops whatever config.data.augment_on says: the figures read them here.
+  data_cfg = dataclasses.replace(DataSpec.from_config(data_cfg), eval_split=split,
+                                 augment_on='host')
   seen = 0
   for batch in input_pipeline.eval_batches(data_cfg, global_batch_size=batch_size, views='center'):
     keep = batch['mask']

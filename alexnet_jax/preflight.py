@@ -16,8 +16,9 @@ import ml_collections
 from absl import logging
 
 from alexnet_jax import input_pipeline, model, optim
+from alexnet_jax.data import spec as data_spec
 
-VIEWS = ('center', 'ten')  # Sec. 4.1's view schemes: the centre crop, and the 10 views.
+VIEWS = data_spec.VIEWS  # Sec. 4.1's view schemes: the centre crop, and the 10 views.
 
 
 def check_config(config: ml_collections.ConfigDict) -> model.Spec:
@@ -28,13 +29,7 @@ def check_config(config: ml_collections.ConfigDict) -> model.Spec:
                 'checkpoint_every_steps', 'keep_checkpoints', 'eval_every_epochs'):
     if config[field] < 1:
       raise ValueError(f'config.{field} must be a positive integer, got {config[field]}.')
-  if config.data.statistics not in input_pipeline.STATISTICS:
-    raise ValueError(f'config.data.statistics must be one of {input_pipeline.STATISTICS}, got '
-                     f'{config.data.statistics!r}.')
-  mean_patch = config.data.get('mean_patch', 'crop')
-  if mean_patch not in input_pipeline.MEAN_PATCHES:
-    raise ValueError(f'config.data.mean_patch must be one of {input_pipeline.MEAN_PATCHES}, got '
-                     f'{mean_patch!r}.')
+  data_spec.DataSpec.from_config(config.data)  # Every config.data choice, checked once.
   unknown = set(config.eval_views) - set(VIEWS)
   if unknown:
     raise ValueError(f'config.eval_views may hold {VIEWS}, got {tuple(config.eval_views)}.')

@@ -11,7 +11,6 @@ end) is `evaluate.evaluate_views`; `--mode=eval` is `evaluate.evaluate_checkpoin
 
 from __future__ import annotations
 
-import collections
 import functools
 import math
 import os
@@ -27,6 +26,10 @@ from absl import logging
 
 from alexnet_jax import (checkpoints, evaluate, input_pipeline, metrics, model, optim, parallel,
                          preflight)
+from alexnet_jax.data.device_augment import DeviceAugment
+from alexnet_jax.data.pipeline import device_batches
+from alexnet_jax.data.spec import DataSpec
+from alexnet_jax.data.statistics import load_stats
 
 class TrainingDiverged(RuntimeError):
   """The loss or a parameter became NaN or Inf; the last good checkpoint is kept."""
@@ -70,17 +73,35 @@ def init_state(config, layout: parallel.Layout, tx: optax.GradientTransformation
   return jax.jit(init, out_shardings=state_shardings(layout, tx, jax.eval_shape(init)))()
 
 
-def make_train_step(layout: parallel.Layout, tx, batch_size: int):
+def device_augment(spec: DataSpec, seed: int, stats=None) -> DeviceAugment | None:
+  """Sec. 4.1 in the step where `spec` (resolved for the backend) says 'device', else None.
+
+  stats: the mean image and lighting's eigen-decomposition (default: the run's, loaded per
+  spec); their values are constants of the step, not part of its shape.
+  """
+  if not spec.augment_on_device:
+    return None
+  return DeviceAugment.from_spec(spec, load_stats(spec) if stats is None else stats, seed)
+
+
+def make_train_step(layout: parallel.Layout, tx, batch_size: int, augment=None):
   """The jitted step on global batches of `batch_size`, with the layout's mapper and
   compiler options; the old state is donated."""
-  return layout.jit(train_step_function(layout, tx, batch_size), donate_argnums=(0,))
+  return layout.jit(train_step_function(layout, tx, batch_size, augment), donate_argnums=(0,))
 
 
-def train_step_function(layout: parallel.Layout, tx, batch_size: int):
-  """The step before jit: (state, images, labels) -> (new state, metrics)."""
+def train_step_function(layout: parallel.Layout, tx, batch_size: int, augment=None):
+  """The step before jit: (state, images, labels) -> (new state, metrics).
+
+  augment: a `data.device_augment.DeviceAugment` (config.data.augment_on='device'): the
+  step then takes (state, uint8 stored images, labels, epoch, index) and makes the
+  training inputs itself.
+  """
   loss_fn = layout.loss(batch_size)
 
-  def train_step(state, images, labels):
+  def train_step(state, images, labels, *example_ids):
+    if augment is not None:
+      images = augment(images, *example_ids)
     rng = jax.random.fold_in(state['rng'], state['step'])
     (loss, errors), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state['params'], images, labels, rng)
@@ -96,17 +117,6 @@ def train_step_function(layout: parallel.Layout, tx, batch_size: int):
 @jax.jit
 def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def device_batches(batches, layout: parallel.Layout, depth: int):
-  """Global arrays from each process's local batches, `depth` batches ahead, so the next
-  batch is already on its way to the devices while the current step runs."""
-  queue = collections.deque()
-  for batch in batches:
-    queue.append(layout.global_batch(batch))
-    if len(queue) > depth:
-      yield queue.popleft()
-  yield from queue
 
 
 class _Preemption:
@@ -200,9 +210,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  '%s mesh.', config.data.source, info.num_train, info.num_eval, info.num_classes,
                  total_steps - start, config.batch_size, steps_per_epoch, dict(layout.mesh.shape))
 
-    train_step = make_train_step(layout, tx, config.batch_size)
+    data_spec = DataSpec.from_config(config.data).for_backend(jax.default_backend())
+    augment = device_augment(data_spec, config.seed)
+    train_step = make_train_step(layout, tx, config.batch_size, augment)
     batches = device_batches(input_pipeline.train_batches(
-        config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
+        data_spec, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
         process_index=jax.process_index(), process_count=jax.process_count()),
         layout, config.data.prefetch_batches)
     throughput = metrics.Throughput(total_steps, config.batch_size)
@@ -211,7 +223,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with _Preemption() as preemption:
       while step < total_steps:
         batch = next(batches)
-        state, step_metrics = train_step(state, batch['images'], batch['labels'])
+        state, step_metrics = train_step(state, batch['images'], batch['labels'],
+                                         *[batch[k] for k in ('epoch', 'index') if k in batch])
         pending.append(step_metrics)
         step += 1
         if step == start + 1:

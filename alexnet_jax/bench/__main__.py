@@ -7,6 +7,8 @@ step:  the jitted train step as training runs it (default config, synthetic inpu
        step by step. --torch adds PyTorch eager's step in each of its formulations
        (torch_reference: 'grouped', the fastest, and 'split_columns'), same process.
 input: the training input pipeline over generated 500x375 and 256x256 JPEGs.
+stores: per core, on generated 500x375 JPEGs: the stats pass, prepare (jpeg, raw), and the
+       training feed from each store with augment_on='host' and 'device'.
 pipeline: the train step fed by that pipeline (generated 256x256 JPEGs), beside the
        synthetic-input step of the same run.
 
@@ -24,7 +26,7 @@ import sys
 def _parse(argv):
   parser = argparse.ArgumentParser(prog='python -m alexnet_jax.bench', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--mode', choices=('step', 'input', 'pipeline', 'all'), default='step')
+  parser.add_argument('--mode', choices=('step', 'input', 'stores', 'pipeline', 'all'), default='step')
   parser.add_argument('--batch_size', type=int, default=32)
   parser.add_argument('--steps', type=int, default=10, help='timed steps (after 2 warm-up)')
   parser.add_argument('--mesh_data', type=int, default=1)
@@ -158,6 +160,11 @@ def main(argv=None) -> int:
 
   if args.mode in ('input', 'all'):
     out['input'] = _run_input(config, args)
+
+  if args.mode in ('stores', 'all'):
+    from alexnet_jax.bench.input import run_stores
+    out['stores'] = run_stores(config, num_images=args.input_images, batches=args.input_batches,
+                               warmup=args.input_warmup)
 
   if args.json:
     with open(args.json, 'w') as f:

@@ -1,4 +1,9 @@
-"""Input-pipeline benchmark: training images/s over a folder of generated JPEGs.
+"""Input-pipeline benchmarks: images/s per core over generated photograph-like JPEGs.
+
+`run_stores` times, on 500x375 JPEGs in a folder source: the `stats` pass and `prepare`
+(each after the folder's one-off listing and bad-file check), then the training feed from
+each store of the prepared copy ('jpeg' and 'raw') with augmentation on the host and with
+`augment_on='device'` (the host then only reads, decodes and batches uint8 images).
 
 `run` writes `num_images` JPEGs of one size into a temporary folder source, builds the
 TRAINING pipeline over them (decode, Sec. 2 resize/crop and mean subtraction, Sec. 4.1
@@ -17,6 +22,9 @@ import numpy as np
 from PIL import Image
 
 from alexnet_jax import input_pipeline
+from alexnet_jax.data import sources
+from alexnet_jax.data import statistics as data_statistics
+from alexnet_jax.data.spec import DataSpec
 
 _NUM_CLASSES = 10
 _NUM_WINDOWS = 5
@@ -55,7 +63,7 @@ def run(config, *, jpeg_size: tuple[int, int], num_images: int, batches: int,
   jpeg_size: (width, height) of the generated JPEGs. batches: timed batches, split into
   windows; warmup: batches run before timing. Returns a JSON-able dict.
   """
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  cores = _cores()
   batch_size = config.batch_size
   if num_images < batch_size:
     raise ValueError(f'num_images {num_images} < batch size {batch_size}.')
@@ -92,3 +100,83 @@ def run(config, *, jpeg_size: tuple[int, int], num_images: int, batches: int,
         f'({images_per_s / cores:.0f} per core, {cores} cores, batch {batch_size}, '
         f'crop {data_cfg.crop_size}, lighting {data_cfg.lighting})')
   return result
+
+
+def _cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
+def _timed(fn, images: int) -> tuple[float, float]:
+  """(images per wall second, images per CPU second of this process, all its threads).
+  On a machine shared with other jobs the second is the per-core figure: it does not
+  count the time other processes held the cores."""
+  wall, cpu = time.perf_counter(), time.process_time()
+  fn()
+  return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
+
+
+def _median_rate(fn, images: int, repeats: int) -> tuple[float, float, list]:
+  rates = [_timed(fn, images) for _ in range(repeats)]
+  return (statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates), rates)
+
+
+def _feed_rate(data_cfg, batch_size: int, batches: int, warmup: int) -> tuple[float, float, list]:
+  it = input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0)
+  for _ in range(warmup):
+    next(it)
+  per_window = max(1, batches // _NUM_WINDOWS)
+
+  def window():
+    for _ in range(per_window):
+      next(it)
+
+  rates = [_timed(window, per_window * batch_size)
+           for _ in range(max(1, batches // per_window))]
+  del it
+  gc.collect()
+  return (statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates), rates)
+
+
+def run_stores(config, *, jpeg_size: tuple[int, int] = (500, 375), num_images: int = 256,
+               batches: int = 20, warmup: int = 3, repeats: int = 3) -> dict:
+  """Per-core images/s of the stats pass, `prepare`, and the training feed from each store
+  with host and device augmentation (medians; see the module doc)."""
+  cores, batch_size = _cores(), config.batch_size
+  results = {'jpeg_size': list(jpeg_size), 'num_images': num_images, 'cores': cores,
+             'batch_size': batch_size, 'figures': {}}
+
+  def record(name, rate, per_cpu_s, rates):
+    results['figures'][name] = {'images_per_s': rate, 'per_core': per_cpu_s,
+                                'per_core_wall': rate / cores, 'window_rates': rates}
+    print(f'{name:<38} {rate:>8,.0f} images/s {rate / cores:>8,.0f} per core (wall), '
+          f'{per_cpu_s:>8,.0f} per CPU second')
+
+  with tempfile.TemporaryDirectory() as tmp:
+    write_jpegs(os.path.join(tmp, 'images'), jpeg_size=jpeg_size, num_images=num_images)
+    data_cfg = config.data.copy_and_resolve_references()
+    data_cfg.update(source='folder', folder=os.path.join(tmp, 'images'),
+                    data_dir=os.path.join(tmp, 'data_dir'), stats_max_examples=None,
+                    eval_split='train')
+    spec = DataSpec.from_config(data_cfg)
+    sources.dataset_info(spec)  # Start-up: listing and the bad-file check, cached on disk.
+    print(f'== stores: {num_images} generated {jpeg_size[0]}x{jpeg_size[1]} JPEGs, {cores} '
+          f'cores, batch {batch_size} ==')
+    record('stats pass', *_median_rate(
+        lambda: data_statistics.compute_stats(spec, show_progress=False), num_images, repeats))
+    for store in ('jpeg', 'raw'):
+      data_cfg.prepared_dir = os.path.join(tmp, f'copy_{store}')
+      record(f'prepare --format={store}', *_median_rate(
+          lambda: sources.prepare_split(DataSpec.from_config(data_cfg), 'train',
+                                        store_format=store), num_images, repeats))
+      split_dir = os.path.join(data_cfg.prepared_dir, 'train')
+      stored = sum(os.path.getsize(os.path.join(split_dir, f)) for f in os.listdir(split_dir))
+      results[f'{store}_bytes_per_image'] = stored / num_images
+      print(f'{store} store: {stored / num_images:,.0f} bytes per image')
+      for augment_on in ('host', 'device'):
+        data_cfg.augment_on = augment_on
+        # Constants, not a statistics pass: any mean image costs the same per batch.
+        data_cfg.statistics = 'imagenet'
+        record(f'train feed, {store} store, {augment_on} augment',
+               *_feed_rate(data_cfg, batch_size, batches, warmup))
+        data_cfg.statistics = config.data.statistics
+  return results

@@ -199,7 +199,7 @@ def run_pipeline(config, layout: parallel.Layout, *, batch_size: int, steps: int
   """The same train step fed by the training input pipeline, not synthetic arrays.
 
   Generated JPEGs (bench.input.write_jpegs) in a 'folder' source go through the whole
-  training pipeline (decode, crops, reflections, lighting) and `train.device_batches`,
+  training pipeline (decode, crops, reflections, lighting) and `data.pipeline.device_batches`,
   as in training; each timed step includes waiting for its batch. Compile time is not
   timed. Compare `images_per_s` with `run`'s synthetic-input figure from the same run.
   """
@@ -213,7 +213,8 @@ def _run_pipeline(config, layout, *, batch_size, steps, jpeg_size, num_images):
   import os
   import tempfile
 
-  from alexnet_jax import input_pipeline, train
+  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import pipeline
   from alexnet_jax.bench import input as input_bench
 
   config = config.copy_and_resolve_references()
@@ -229,7 +230,7 @@ def _run_pipeline(config, layout, *, batch_size, steps, jpeg_size, num_images):
     # Constants, not a statistics pass over the generated images: the pass is not what is
     # timed, and any mean image costs the same per batch.
     data_cfg.statistics = 'imagenet'
-    batches = train.device_batches(
+    batches = pipeline.device_batches(
         input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0),
         layout, depth=data_cfg.prefetch_batches)
     for _ in range(WARMUP_STEPS):  # The first compiles.

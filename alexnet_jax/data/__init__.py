@@ -1,0 +1,16 @@
+"""The data side: Sec. 2 preprocessing and Sec. 4.1 augmentation fed to the train step.
+
+One module per concern, each importing only those above it in this list:
+  spec        `DataSpec`: `config.data` parsed and validated once, with defaults.
+  identity    `DatasetIdentity`: which data a derived file (statistics, copy) came from.
+  decode      encoded image -> the stored 256x256 image of Sec. 2.
+  sources/    undecoded examples of each dataset (a registry: one file plus one line per
+              source), the prepared copy (reader and writer), and derived-file paths.
+  statistics  the mean image and RGB PCA of the training split: compute, write, read.
+  augment     Sec. 4.1 on the host: one function per operation, and the eval views.
+  device_augment  the same operations in JAX, inside the jitted steps
+              (`config.data.augment_on='device'`).
+  pipeline    `train_batches`, `eval_batches(split=...)`, `device_batches`; resuming is
+              `train_batches(start_step=...)`.
+`alexnet_jax.input_pipeline`, `stats` and `prepare` re-export the names they always had.
+"""
