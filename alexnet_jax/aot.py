@@ -297,14 +297,15 @@ def _compile_or_none(config, layout, batch_size):
 
 
 def largest_batch(config, layout: parallel.Layout, usable: int, first: Compiled,
-                  per_device: int, max_compiles: int = 8) -> tuple[int, list[int]]:
+                  per_device: int, max_compiles: int = 6) -> tuple[int, list[int]]:
   """The largest per-device batch (a multiple of BATCH_STEP) whose train step fits in
   `usable` bytes, found by compiling; and the per-device batches compiled on the way.
 
   Memory is close to linear in the batch, so each compile after the first two aims where
   the line through the two nearest points (one either side of the boundary, once known)
   crosses `usable`; the search ends when a fitting batch and one BATCH_STEP more that does
-  not are found, or after `max_compiles` (the largest fitting batch found is returned).
+  not are found, or after `max_compiles`. XLA picks other algorithms at other sizes, so
+  memory is not quite monotonic in the batch: the answer is the largest fitting batch found.
   """
   totals = {per_device: first.memory['total']}  # Per-device batch -> bytes (inf: no fit).
 
@@ -369,8 +370,9 @@ def run(config, target: str, topology: str, *, max_batch: bool = True, eval_step
   flops = step.flops if step.flops is not None else analytic
   peak = device.peak_flops[dtype]
   compute_s, memory_s = flops / peak, step.bytes / device.memory_bandwidth
+  # The step's time on each device; the mesh processes `batch` images in it.
   row['projection'] = {
-      'images_per_s_per_device': per_device / max(compute_s, memory_s),
+      'images_per_s_per_device': batch / max(compute_s, memory_s) / len(devices),
       'bound': 'compute' if compute_s >= memory_s else 'memory',
       'compute_ms': 1e3 * compute_s, 'memory_ms': 1e3 * memory_s,
       'peak_flops': peak, 'memory_bandwidth': device.memory_bandwidth, 'source': device.source}
@@ -445,7 +447,8 @@ def _main(argv):
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_file = config_flags.get_config_filename(FLAGS['config'])
   rows = []
-  plan = ([(t, topo, m, d) for t, topo, m in TABLE for d in ('float32', 'bfloat16')] if FLAGS.table else
+  plan = ([(t, topo, m, d) for t, topo, m in TABLE for d in ('float32', 'bfloat16')
+           if not FLAGS.table_targets or t in FLAGS.table_targets] if FLAGS.table else
           [(FLAGS.target, FLAGS.topology, None, d) for d in (FLAGS.dtype or [FLAGS.config.model.dtype])])
   for target, topology, model_size, dtype in plan:
     targets.check(target, topology)  # Every row's flags before the first compile.
@@ -507,6 +510,7 @@ def main():
   flags.DEFINE_bool('eval_step', True, 'Also compile the eval step (10 views when eval_views has them).')
   flags.DEFINE_bool('table', False, 'Compile every target of the README table (alexnet_jax.aot.TABLE), '
                     'float32 and bfloat16.')
+  flags.DEFINE_list('table_targets', None, 'With --table: only these targets (e.g. h100,a100).')
   flags.DEFINE_bool('markdown', False, 'Print the rows as the README\'s markdown table at the end.')
   flags.DEFINE_string('json', None, 'Write the rows to this JSON file.')
   flags.mark_flags_as_required(['config'])
