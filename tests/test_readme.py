@@ -102,3 +102,15 @@ def test_notebook_snippets_run_as_written(folder, tiny_config, tmp_path, monkeyp
   assert namespace['probs'].shape == (1, 2) and namespace['shown'].dtype == 'uint8'
   assert list(namespace['acts']) == [n for n in namespace['alexnet_jax'].model.ACTIVATIONS if n != 'cnorm2']
   assert len(namespace['conv2']) == 2
+
+
+def test_convert_runs_outside_the_repository(tmp_path):
+  """convert's default config comes from the package: no configs/ folder needed (a tree
+  holding the package alone, run from elsewhere)."""
+  (tmp_path / 'alexnet_jax').symlink_to(ROOT / 'alexnet_jax', target_is_directory=True)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(tmp_path))
+  result = subprocess.run([sys.executable, '-m', 'alexnet_jax.convert', '--caffemodel=bvlc.caffemodel',
+                           '--output=runs/bvlc', '--dry_run'], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'the config computes bvlc_alexnet' in result.stdout
