@@ -54,7 +54,8 @@ def test_readme_command_runs_on_one_device(argv):
              XLA_FLAGS='--xla_force_host_platform_device_count=1')
   run = [sys.executable] + argv[1:] + (['--dry_run'] if argv[2] in DRY_RUN else [])
   result = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, f'{shlex.join(argv)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}'
+  assert result.returncode == 0, (
+      f'{shlex.join(argv)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}')
   if argv[2] in DRY_RUN:
     assert 'dry run:' in result.stdout
   if argv[2] == 'alexnet_jax.main':
