@@ -1,7 +1,7 @@
 """notebooks/inspect.ipynb runs top to bottom, and its saved outputs come from the current code.
 
 The notebook is executed once (nbclient, a fresh kernel) in its fast mode on a tiny run that
-this module trains. Cells tagged `deterministic` do not depend on the run (the paper's
+conftest.py trains (`tiny_run`). Cells tagged `deterministic` do not depend on the run (the paper's
 network, its layer table, the columns' exchange, dropout masks of a fixed key): their text
 outputs must equal the ones saved in the notebook.
 """
@@ -12,8 +12,6 @@ import pathlib
 import nbclient  # The test extra installs nbclient, nbformat and ipykernel.
 import nbformat
 import pytest
-
-from alexnet_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / 'notebooks' / 'inspect.ipynb'
@@ -32,9 +30,8 @@ def _text(cell) -> str:
 
 
 @pytest.fixture(scope='module')
-def executed(folder, tiny_config, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('notebook_run'))
-  train.train_and_evaluate(tiny_config(folder, num_epochs=1, eval_views=('center',)), workdir)
+def executed(tiny_run):
+  _, workdir = tiny_run
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   saved = nbformat.read(NOTEBOOK, as_version=4)
   env = {'ALEXNET_NOTEBOOK_WORKDIR': workdir, 'ALEXNET_NOTEBOOK_FAST': '1',
