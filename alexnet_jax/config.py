@@ -63,8 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   # Parallel layout: a ('data', 'model') device mesh. model = 2 puts one column per
   # device (the paper's two GPUs, Sec. 3.2); model = 1 keeps both columns on a device;
-  # model = -1 takes what the devices allow: 2 with two or more devices, 1 on one device
-  # (parallel.Layout.from_config logs which). data = -1 uses all remaining devices.
+  # model = -1 takes what the devices allow: 2 with two or more devices (2 x data of them
+  # with an explicit data), else 1 (parallel.Layout.from_config logs which). data = -1
+  # uses all remaining devices.
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1
   config.mesh.model = -1

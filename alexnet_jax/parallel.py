@@ -41,11 +41,13 @@ MAPPERS = ('shard_map', 'pmap')
 AUTO = -1
 
 
-def model_axis(model_size: int, num_devices: int, columns: int = 2) -> int:
-  """config.mesh.model with AUTO resolved for `num_devices` devices; 1 and 2 as given."""
+def model_axis(model_size: int, num_devices: int, columns: int = 2, data: int = -1) -> int:
+  """config.mesh.model with AUTO resolved for `num_devices` devices and a data axis of
+  `data` (-1: what is left): 2 where two columns fit beside the data axis; 1 and 2 as given."""
   if model_size != AUTO:
     return model_size
-  return 2 if num_devices >= 2 and columns == 2 else 1
+  needed = 2 if data == -1 else 2 * data
+  return 2 if columns == 2 and num_devices >= needed else 1
 
 
 def make_mesh(data: int = -1, model_size: int = 1, devices=None) -> jax.sharding.Mesh:
@@ -107,7 +109,7 @@ class Layout:
       batch_sizes = (config.batch_size, config.eval_batch_size)
     spec = model.Spec.from_config(config.model)
     num_devices = len(jax.devices() if devices is None else devices)
-    model_size = model_axis(config.mesh.model, num_devices, spec.columns)
+    model_size = model_axis(config.mesh.model, num_devices, spec.columns, config.mesh.data)
     if config.mesh.model == AUTO:
       logging.info('config.mesh.model=-1 (what the devices allow): %d, %s (%d device%s, %d '
                    'column%s).', model_size, 'one column per device' if model_size == 2 else

@@ -63,16 +63,18 @@ def test_readme_command_runs_on_one_device(argv):
     assert 'model=1' in result.stdout
 
 
-@pytest.mark.parametrize('devices, columns, expected', [(1, 2, 1), (2, 2, 2), (4, 2, 2), (4, 1, 1)])
-def test_mesh_model_defaults_to_what_the_devices_allow(devices, columns, expected, caplog):
+@pytest.mark.parametrize('devices, columns, data, expected', [
+    (1, 2, -1, 1), (2, 2, -1, 2), (4, 2, -1, 2), (4, 1, -1, 1), (4, 2, 2, 2), (4, 2, 4, 1)])
+def test_mesh_model_defaults_to_what_the_devices_allow(devices, columns, data, expected, caplog):
   config = paper_one_column.get_config() if columns == 1 else paper.get_config()
   config.mesh.model = parallel.AUTO
+  config.mesh.data = data
   config.model.conv_features = (8, 16, 24, 24, 16)
   config.model.fc_features = (32, 32)
   absl_logging.set_verbosity(absl_logging.INFO)
   with caplog.at_level(logging.INFO):
     layout = parallel.Layout.from_config(config, devices=jax.devices()[:devices])
-  assert (layout.model_size, layout.data_size) == (expected, devices // expected)
+  assert (layout.model_size, layout.data_size) == (expected, data if data > 0 else devices // expected)
   assert f'config.mesh.model=-1 (what the devices allow): {expected}' in caplog.text
   # An explicit value stays what it says.
   config.mesh.model = 1
