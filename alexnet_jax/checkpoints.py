@@ -228,3 +228,32 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
   finally:
     manager.close()
   return restored[STATE]['params']
+
+
+def load_meta(path: str | os.PathLike) -> dict[str, Any]:
+  """The meta dict (step, epoch, config as JSON text, ...) of the latest checkpoint under
+  `path` (the places `load_params` takes), on the host; {} if that checkpoint has none."""
+  path = pathlib.Path(path).expanduser().absolute()
+  if not path.is_dir():
+    raise FileNotFoundError(
+        f'{path} is not a directory; pass a training workdir, its checkpoints/ directory, '
+        'or one checkpoints/<step> directory.')
+  step_dir = _step_dir(path)
+  if not (step_dir / META).is_dir():
+    return {}
+  try:
+    manager = ocp.CheckpointManager(
+        step_dir.parent, options=ocp.CheckpointManagerOptions(create=False),
+        item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f'cannot open {step_dir.parent} ({_one_line(e)}); pass a training '
+                          'workdir or its checkpoints/ directory.') from e
+  try:
+    restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(**{
+        META: ocp.args.JsonRestore()}))
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f'cannot read {step_dir / META} ({_one_line(e)}); delete that step '
+                          'directory or pass another one.') from e
+  finally:
+    manager.close()
+  return dict(restored[META] or {})

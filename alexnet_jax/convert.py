@@ -230,8 +230,17 @@ def main(argv):
   flags_ = flags.FLAGS
   config = flags_.config
   if config is None:
-    from configs import caffe_bvlc  # pylint: disable=g-import-not-at-top
-    config = caffe_bvlc.get_config()
+    # From the package, not configs/: the command works from any directory.
+    from alexnet_jax import config as configs_lib  # pylint: disable=g-import-not-at-top
+    config = configs_lib.caffe_bvlc_config()
+  if flags_.dry_run:
+    try:
+      _check_spec(model.Spec.from_config(config.model))
+    except ValueError as e:
+      sys.exit(f'error: {e}')
+    print(f'dry run: the config computes bvlc_alexnet; would read {flags_.caffemodel} and write '
+          f'{os.path.join(flags_.output, "checkpoints", "0")}. Nothing was read or written.')
+    return
   try:
     where = convert(flags_.caffemodel, flags_.output, config)
   except (ValueError, FileNotFoundError) as e:
@@ -248,5 +257,7 @@ if __name__ == '__main__':
   flags.DEFINE_string('output', None, 'Directory to write the checkpoint to (a --workdir).')
   config_flags.DEFINE_config_file('config', None, 'Config whose model the file must match '
                                   '(default: configs/caffe_bvlc.py).', lock_config=True)
+  flags.DEFINE_bool('dry_run', False, 'Check the flags and the config, then exit without '
+                    'reading the file or writing anything.')
   flags.mark_flags_as_required(['caffemodel', 'output'])
   app.run(main)

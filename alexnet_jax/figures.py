@@ -23,16 +23,18 @@ import sys
 from absl import app, flags
 import jax
 import jax.numpy as jnp
-import matplotlib
-
-matplotlib.use('Agg')  # Files only: no display on training machines.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# Figure objects drawn on their own Agg canvas, never pyplot: importing this module leaves
+# matplotlib's backend alone (a notebook keeps its inline plots), and a display-less
+# training machine needs no backend at all.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+import matplotlib.image
+from matplotlib.figure import Figure
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
-from alexnet_jax import checkpoints, input_pipeline, model
+from alexnet_jax import checkpoints, input_pipeline, inspection, model
 from alexnet_jax.data.spec import DataSpec
 
 FIGURES = ('kernels', 'predictions', 'neighbours', 'curves')
@@ -52,13 +54,20 @@ def load_config(workdir: str, data_dir: str | None = None) -> ml_collections.Con
   return config
 
 
-def save(fig, path: str) -> None:
+def new_figure(**kwargs) -> Figure:
+  """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend). A notebook
+  shows it with `display(fig)` or as a cell's last value."""
+  fig = Figure(dpi=DPI, **kwargs)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def save(fig: Figure, path: str) -> None:
   """Writes the figure as a 256-colour PNG: a third of the bytes of RGB for photographs,
   so the figures stay small enough to commit."""
   fig.canvas.draw()
   rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
   Image.fromarray(rgb).quantize(256).save(path, optimize=True)
-  plt.close(fig)
 
 
 # ----------------------------------------------------------------------- Fig. 3: kernels
@@ -129,9 +138,25 @@ def describe_columns(scores: list[float]) -> str:
 
 
 def plot_kernels(conv1_kernel: np.ndarray, path: str) -> None:
+  """kernel_grid at KERNEL_SCALE screen pixels per kernel pixel, as a PNG of exactly that size."""
   grid = kernel_grid(conv1_kernel)
   big = np.repeat(np.repeat(grid, KERNEL_SCALE, axis=0), KERNEL_SCALE, axis=1)
-  plt.imsave(path, big)
+  matplotlib.image.imsave(path, big)
+
+
+def kernels_figure(conv1_kernel: np.ndarray) -> Figure:
+  """Fig. 3 for a notebook: each column's conv1 kernels with its colourfulness score."""
+  columns, size, _, _, k = conv1_kernel.shape
+  scores = column_colourfulness(conv1_kernel)
+  fig = new_figure(figsize=(8, 1.9 * columns * -(-k // KERNELS_PER_ROW) / 3 + 0.4))
+  axes = fig.subplots(columns, 1, squeeze=False)[:, 0]
+  for c, ax in enumerate(axes):
+    ax.imshow(kernel_grid(conv1_kernel[c:c + 1]), interpolation='nearest')
+    ax.set_title(f'column {c}: {k} kernels {size}x{size}x3, colourfulness {scores[c]:.2f}',
+                 fontsize=9)
+    ax.axis('off')
+  fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.01, hspace=0.25)
+  return fig
 
 
 # ----------------------------------------------------------------- Fig. 4: predictions
@@ -139,11 +164,7 @@ def plot_kernels(conv1_kernel: np.ndarray, path: str) -> None:
 
 def displayable(images: np.ndarray, config) -> np.ndarray:
   """Undo mean subtraction and input scaling of centre crops, to uint8 RGB."""
-  stats = input_pipeline.load_stats(config.data)
-  size, crop = config.data.stored_size, config.data.crop_size
-  mid = (size - crop) // 2
-  mean = stats.mean_image[mid:mid + crop, mid:mid + crop]
-  return np.clip(images / config.data.input_scale + mean, 0, 255).astype(np.uint8)
+  return inspection.deprocess(images, config)
 
 
 def centre_crops(data_cfg, split: str, limit: int | None, batch_size: int):
@@ -172,10 +193,14 @@ def top5(params, images, config) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_predictions(images, labels, probs, top_labels, class_names, path, columns=4):
+  save(predictions_figure(images, labels, probs, top_labels, class_names, columns), path)
+
+
+def predictions_figure(images, labels, probs, top_labels, class_names, columns=4) -> Figure:
   """Fig. 4 left: each image over bars of its top-5 probabilities; correct label in red."""
   n = len(images)
-  fig, axes = plt.subplots(2, columns, figsize=(2.5 * columns, 5), dpi=DPI,
-                           gridspec_kw={'height_ratios': [3, 2]})
+  fig = new_figure(figsize=(2.5 * columns, 5))
+  axes = fig.subplots(2, columns, squeeze=False, gridspec_kw={'height_ratios': [3, 2]})
   for i in range(columns):
     ax_img, ax_bar = axes[0, i], axes[1, i]
     ax_img.axis('off')
@@ -192,7 +217,7 @@ def plot_predictions(images, labels, probs, top_labels, class_names, path, colum
     for yy, name in zip(y, names):
       ax_bar.text(0.02, yy, name, va='center', fontsize=8)
   fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.02, wspace=0.1, hspace=0.1)
-  save(fig, path)
+  return fig
 
 
 # ------------------------------------------------------------ Fig. 4 right: neighbours
@@ -244,10 +269,34 @@ def fc7(params, images, config) -> jax.Array:
   return model.apply(params, jnp.asarray(images), config.model, layer='fc7')
 
 
+def training_neighbours(params, images, config, *, k: int = 6, num_train: int | None = 2000,
+                        batch_size: int = 50) -> tuple[np.ndarray, np.ndarray]:
+  """Fig. 4 right: (indices [Q, k], centre crops [Q, k, crop, crop, 3]) of the training
+  images nearest to each of `images` in fc7 space, among the first `num_train` (None: all)."""
+  queries = fc7(params, images, config)
+  split = config.data.train_split
+  chunks = (fc7(params, x, config) for x, _, _ in
+            centre_crops(config.data, split, num_train, batch_size))
+  _, index = nearest_neighbours(queries, chunks, k=k)
+  # Second pass over the same deterministic order: keep only the chosen images.
+  wanted = set(index.ravel().tolist())
+  found = {}
+  for x, _, first in centre_crops(config.data, split, num_train, batch_size):
+    for j in range(len(x)):
+      if first + j in wanted:
+        found[first + j] = x[j]
+  return index, np.stack([[found[i] for i in row] for row in index])
+
+
 def plot_neighbours(queries, neighbours, path):
+  save(neighbours_figure(queries, neighbours), path)
+
+
+def neighbours_figure(queries, neighbours) -> Figure:
   """Fig. 4 right: a query per row (first column), then its neighbours, nearest first."""
   rows, k = len(queries), neighbours.shape[1]
-  fig, axes = plt.subplots(rows, k + 1, figsize=(1.2 * (k + 1), 1.2 * rows), dpi=DPI, squeeze=False)
+  fig = new_figure(figsize=(1.2 * (k + 1), 1.2 * rows))
+  axes = fig.subplots(rows, k + 1, squeeze=False)
   for r in range(rows):
     for c in range(k + 1):
       ax = axes[r, c]
@@ -259,7 +308,7 @@ def plot_neighbours(queries, neighbours, path):
           side.set_color('tab:red')
           side.set_linewidth(2)
   fig.subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
-  save(fig, path)
+  return fig
 
 
 # ------------------------------------------------------------------ training curves
@@ -286,8 +335,14 @@ def curves(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def plot_curves(records: list[dict], path: str) -> None:
+  save(curves_figure(records), path)
+
+
+def curves_figure(records: list[dict]) -> Figure:
+  """Loss, top-1 and top-5 error (train and validation) and the learning rate by epoch."""
   series = curves(records)
-  fig, axes = plt.subplots(1, 4, figsize=(16, 4), dpi=DPI)
+  fig = new_figure(figsize=(16, 4))
+  axes = fig.subplots(1, 4)
   panels = (('loss', ('loss',)),
             ('top-1 error', ('top1_error', 'val_center_top1_error', 'val_ten_top1_error')),
             ('top-5 error', ('top5_error', 'val_center_top5_error', 'val_ten_top5_error')),
@@ -306,7 +361,7 @@ def plot_curves(records: list[dict], path: str) -> None:
     if len(keys) > 1:
       ax.legend(fontsize=8)
   fig.subplots_adjust(left=0.05, right=0.98, top=0.9, bottom=0.14, wspace=0.3)
-  save(fig, path)
+  return fig
 
 
 # ------------------------------------------------------------------------------ driver
@@ -346,19 +401,8 @@ def make_figures(config, workdir: str, which=FIGURES, *, num_images: int = 4,
       plot_predictions(displayable(images, config), labels, probs, top_labels, class_names,
                        result['paths']['predictions'], columns=num_images)
   if 'neighbours' in which:
-    queries = fc7(params, images, config)
-    split = config.data.train_split
-    chunks = (fc7(params, x, config) for x, _, _ in
-              centre_crops(config.data, split, num_train, batch_size))
-    _, index = nearest_neighbours(queries, chunks, k=6)
-    # Second pass over the same deterministic order: keep only the chosen images.
-    wanted = set(index.ravel().tolist())
-    found = {}
-    for x, _, first in centre_crops(config.data, split, num_train, batch_size):
-      for j in range(len(x)):
-        if first + j in wanted:
-          found[first + j] = x[j]
-    neighbours = np.stack([[found[i] for i in row] for row in index])
+    index, neighbours = training_neighbours(params, images, config, num_train=num_train,
+                                            batch_size=batch_size)
     result['neighbour_indices'] = index
     result['paths']['neighbours'] = os.path.join(output_dir, 'neighbours.png')
     if write:

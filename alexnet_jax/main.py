@@ -29,6 +29,8 @@ flags.DEFINE_string('coordinator_address', None,
                     'detect (detected: Cloud TPU pods, SLURM, Open MPI).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes, with --coordinator_address.')
 flags.DEFINE_integer('process_id', None, "This process's index in [0, num_processes).")
+flags.DEFINE_bool('dry_run', False, 'Check the flags, the config and the device layout on this '
+                  "machine's devices, print them, and exit: no data is read, nothing is written.")
 config_flags.DEFINE_config_file('config', None, 'A config file, e.g. configs/paper.py.',
                                 lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -65,6 +67,21 @@ def print_summary(summary: dict, num_classes: int | None = None) -> None:
             f"{100 * r['top5_error']:.2f}%, {r['examples']} images.")
 
 
+def dry_run(config, workdir: str, mode: str) -> str | None:
+  """What --dry_run checks: the config (preflight.check_config) and the layout on this
+  machine's devices (parallel.Layout.from_config). Returns the error line, or None."""
+  from alexnet_jax import parallel, preflight  # pylint: disable=g-import-not-at-top
+  try:
+    preflight.check_config(config)
+    layout = parallel.Layout.from_config(config)
+  except ValueError as e:
+    return f'error: {e}'
+  print(f'dry run: --mode={mode} --workdir={workdir}: the config is valid; {layout} on '
+        f'{layout.mesh.devices.size} of {len(layout.mesh.devices.flat[0].client.devices())} '
+        'device(s). Nothing was read or written.')
+  return None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -75,6 +92,8 @@ def main(argv):
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except ValueError as e:
     sys.exit(f'error: {e}')
+  if FLAGS.dry_run:
+    sys.exit(dry_run(FLAGS.config, FLAGS.workdir, FLAGS.mode))
   from alexnet_jax import evaluate, train  # After flag parsing: --help stays fast.
   try:
     if FLAGS.mode == 'eval':

@@ -32,6 +32,8 @@ LAYERS = CONV_LAYERS + FC_LAYERS
 # 'cnorm2' exists only with model.cnorm2 (the original code's extra normalisation).
 ACTIVATIONS = ('conv1', 'lrn1', 'pool1', 'conv2', 'cnorm2', 'lrn2', 'pool2', 'conv3', 'conv4',
                'conv5', 'pool5', 'fc6', 'fc7', 'fc8')
+# The Flax collection where `AlexNet` records every layer's activations when it is mutable.
+ACTIVATIONS_COLLECTION = 'activations'
 
 
 def _choice(name: str, value, allowed, shown: str | None = None) -> None:
@@ -613,8 +615,18 @@ class AlexNet(nn.Module):
         return placement.gather(jnp.concatenate(xs, axis=-1))
 
     found = {}
+    # apply(..., mutable=['activations']) records every layer on the way (`activations`):
+    # one pass instead of one per layer. Skipped otherwise, so no gather is traced for it,
+    # and in init (which makes every collection mutable) so that init gives params only.
+    record = self.is_mutable_collection(ACTIVATIONS_COLLECTION) and not self.is_initializing()
+
+    def keep(name, x):
+      self.sow(ACTIVATIONS_COLLECTION, 'layers', {name: x}, init_fn=dict,
+               reduce_fn=lambda seen, new: {**seen, **new})
 
     def reached(name, xs):
+      if record:
+        keep(name, both(xs, 'output'))
       if layer == name:
         found[name] = both(xs, 'output')
       return layer == name
@@ -675,7 +687,10 @@ class AlexNet(nn.Module):
     with jax.named_scope('exchange_before_fc8'):
       logits = ColumnSumDense(spec.num_classes, std, bias, placement.sum_columns, dtype=dtype,
                               name='fc8')(jnp.concatenate(h, axis=-1))
-    return logits.astype(jnp.float32)
+    logits = logits.astype(jnp.float32)
+    if record:
+      keep('fc8', logits)
+    return logits
 
 
 def forward(params: Params, images: jax.Array, spec: Spec, *, train: bool = False,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -39,6 +40,18 @@ from alexnet_jax import compiler, losses, model, pmap_mapper
 
 AXES = ('data', 'model')
 MAPPERS = ('shard_map', 'pmap')
+# config.mesh.model = AUTO: the paper's one column per device where there are 2 or more
+# devices (and two columns), both columns on each device otherwise.
+AUTO = -1
+
+
+def model_axis(model_size: int, num_devices: int, columns: int = 2, data: int = -1) -> int:
+  """config.mesh.model with AUTO resolved for `num_devices` devices and a data axis of
+  `data` (-1: what is left): 2 where two columns fit beside the data axis; 1 and 2 as given."""
+  if model_size != AUTO:
+    return model_size
+  needed = 2 if data == -1 else 2 * data
+  return 2 if columns == 2 and num_devices >= needed else 1
 
 
 def make_mesh(data: int = -1, model_size: int = 1, devices=None) -> jax.sharding.Mesh:
@@ -98,9 +111,16 @@ class Layout:
     """
     if batch_sizes is None:
       batch_sizes = (config.batch_size, config.eval_batch_size)
-    mesh = make_mesh(config.mesh.data, config.mesh.model, devices)
-    return cls(mesh, model.Spec.from_config(config.model), batch_sizes=batch_sizes,
-               mapper=config.mesh.mapper)
+    spec = model.Spec.from_config(config.model)
+    num_devices = len(jax.devices() if devices is None else devices)
+    model_size = model_axis(config.mesh.model, num_devices, spec.columns, config.mesh.data)
+    if config.mesh.model == AUTO:
+      logging.info('config.mesh.model=-1 (what the devices allow): %d, %s (%d device%s, %d '
+                   'column%s).', model_size, 'one column per device' if model_size == 2 else
+                   'both columns on each device', num_devices, 's' * (num_devices > 1),
+                   spec.columns, 's' * (spec.columns > 1))
+    mesh = make_mesh(config.mesh.data, model_size, devices)
+    return cls(mesh, spec, batch_sizes=batch_sizes, mapper=config.mesh.mapper)
 
   def _key(self):
     return self.mesh, self.spec, self.mapper

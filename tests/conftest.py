@@ -151,3 +151,15 @@ def case():
   images = jax.random.normal(jax.random.key(1), (4, 224, 224, 3)) * 60.0
   labels = jax.numpy.array([0, 3, 7, 9])
   return cfg, params, images, labels
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+  """(config, workdir) of a tiny run on its own dark/bright folder, trained once per session
+  (1 epoch, centre view) for the tests that only read a run: the notebook, the README."""
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  folder = _write_dark_and_bright(tmp_path_factory.mktemp('tiny_run_folder'), {'train': 12, 'val': 7})
+  workdir = str(tmp_path_factory.mktemp('tiny_run'))
+  config = _tiny_config(folder, num_epochs=1, eval_views=('center',))
+  train.train_and_evaluate(config, workdir)
+  return config, workdir

@@ -5,7 +5,8 @@ step:  the jitted train step as training runs it (default config, synthetic inpu
        large float32 matmul's FLOP/s. --xla_defaults adds the same step compiled with
        XLA's default options (alexnet_jax.compiler says what ours change), alternating
        step by step. --torch adds PyTorch eager's step in each of its formulations
-       (torch_reference: 'grouped', the fastest, and 'split_columns'), same process.
+       (torch_reference: 'grouped' and 'split_columns'; the faster of the two in the same
+       run is the yardstick), same process.
 input: the training input pipeline over generated 500x375 and 256x256 JPEGs.
 stores: per core, on generated 500x375 JPEGs: the stats pass, prepare (jpeg, raw), and the
        training feed from each store with augment_on='host' and 'device'.
@@ -41,6 +42,8 @@ def _parse(argv):
   parser.add_argument('--input_batches', type=int, default=20)
   parser.add_argument('--input_warmup', type=int, default=3)
   parser.add_argument('--json', default=None, help='write every figure to this file')
+  parser.add_argument('--dry_run', action='store_true',
+                      help='check the arguments and the layout on these devices, then exit')
   return parser.parse_args(argv)
 
 
@@ -123,6 +126,11 @@ def main(argv=None) -> int:
           f'XLA_FLAGS=--xla_force_host_platform_device_count={devices_needed}.')
     return 1
   config = _config(args)
+  if args.dry_run:
+    from alexnet_jax import parallel
+    layout = parallel.Layout.from_config(config, batch_sizes=(args.batch_size,))
+    print(f'dry run: --mode={args.mode}, batch {args.batch_size}, {layout}; nothing timed.')
+    return 0
   out = {'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(),
          'jax_version': jax.__version__, 'device_kind': jax.devices()[0].device_kind,
          'batch_size': args.batch_size,
