@@ -58,8 +58,9 @@ def eval_step(layout: parallel.Layout, device_views: tuple | None = None):
   def step(params, images, labels, mask, *means):
     if device_views is not None:
       views, crop, input_scale = device_views
-      images = device_augment.eval_views(images, *means, views=views, crop=crop,
-                                         input_scale=input_scale)
+      cut = functools.partial(device_augment.eval_views, views=views, crop=crop,
+                              input_scale=input_scale)
+      images = layout.per_example(cut, replicated_args=len(means))(images, *means)
     return error_counts(probs_fn(params, images), labels, mask)
 
   return layout.jit(step)

@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -212,9 +213,9 @@ def exchanges(cfg, mesh, *, batch: int = 1, train: bool = False) -> list[dict]:
   """What the columns send each other in one forward pass over `mesh`, read off the jaxpr.
 
   Each entry: {'primitive', 'axes', 'shape' (what arrives, per device), 'before' (the layer
-  that reads it)}, in program order. With the paper's network on a 1x2 mesh these are the
-  all_gathers on 'model' before conv3, fc6, fc7 and fc8 (Sec. 3.2), then the mean of the
-  (equal) logits over 'model' that marks the output replicated ('before': 'output').
+  that reads it, from the exchange's `jax.named_scope`)}, in program order. With the
+  paper's network on a 1x2 mesh these are the all_gathers on 'model' before conv3, fc6 and
+  fc7, and before fc8 the sum (psum) of the two columns' partial logits (Sec. 3.2).
   """
   from alexnet_jax import parallel  # pylint: disable=g-import-not-at-top
   spec = model.Spec.from_config(_model_cfg(cfg))
@@ -230,12 +231,6 @@ def exchanges(cfg, mesh, *, batch: int = 1, train: bool = False) -> list[dict]:
   jaxpr = jax.make_jaxpr(forward)(params, images, rng)
   found = []
   _collectives(jaxpr.jaxpr, found)
-  # The gathers come in network order: each is read by the next layer that reads both columns.
-  # The one reduction left is the mapper's: every device of the 'model' axis holds the same
-  # logits after fc8, and their mean over 'model' tells shard_map they are replicated.
-  readers = iter(reads_both(spec))
-  for entry in found:
-    entry['before'] = next(readers, None) if entry['primitive'] == 'all_gather' else 'output'
   return found
 
 
@@ -260,8 +255,10 @@ def _collectives(jaxpr, found: list) -> None:
     name = eqn.primitive.name
     if name.startswith(_COLLECTIVES):
       axes = eqn.params.get('axis_name', eqn.params.get('axes'))
+      scope = re.search(r'exchange_before_(\w+)', str(eqn.source_info.name_stack))
       found.append({'primitive': name, 'axes': tuple(axes) if isinstance(axes, (tuple, list))
-                    else (axes,), 'shape': tuple(eqn.outvars[0].aval.shape)})
+                    else (axes,), 'shape': tuple(eqn.outvars[0].aval.shape),
+                    'before': scope.group(1) if scope else None})
     for value in eqn.params.values():  # shard_map, jit, custom_vjp: the jaxprs inside.
       for sub in value if isinstance(value, (tuple, list)) else (value,):
         inner = getattr(sub, 'jaxpr', sub)

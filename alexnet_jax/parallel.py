@@ -187,6 +187,21 @@ class Layout:
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, P())
 
+  def per_example(self, fn, *, replicated_args: int = 0):
+    """`fn` on each device's own examples: its leading arguments are batches split over
+    'data' (the devices of a 'model' group compute the same examples), and the last
+    `replicated_args` are the same everywhere.
+
+    For the per-example work around the network (Sec. 4.1's crops in the step): left to
+    XLA's partitioner, it may be split over 'model' as well and gathered back, traffic
+    between the columns' devices that the paper does not have.
+    """
+    def specs(n):
+      return (self.batch_spec,) * (n - replicated_args) + (P(),) * replicated_args
+
+    return lambda *args: jax.shard_map(fn, mesh=self.mesh, in_specs=specs(len(args)),
+                                       out_specs=self.batch_spec)(*args)
+
   def shard_params(self, params):
     """Host or device params -> global arrays laid out by `param_shardings`."""
     return jax.device_put(params, self.param_shardings)

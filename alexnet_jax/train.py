@@ -101,7 +101,7 @@ def train_step_function(layout: parallel.Layout, tx, batch_size: int, augment=No
 
   def train_step(state, images, labels, *example_ids):
     if augment is not None:
-      images = augment(images, *example_ids)
+      images = layout.per_example(augment)(images, *example_ids)
     rng = jax.random.fold_in(state['rng'], state['step'])
     (loss, errors), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state['params'], images, labels, rng)

@@ -63,17 +63,17 @@ def test_columns_exchange_only_where_the_paper_says(small_model_config, make_mes
   cfg = small_model_config(**overrides)
   found = inspection.exchanges(cfg, make_mesh(1, 2))
   gathers = [e for e in found if e['primitive'] == 'all_gather']
-  assert [e['before'] for e in gathers] == readers
+  assert [e['before'] for e in gathers] == readers[:-1]
   assert all(e['axes'] == ('model',) for e in found)
   # What arrives: both columns' maps, full width (the layer table's shapes).
   f = cfg.conv_features
   shapes = {'conv3': (1, 13, 13, f[1]), 'conv4': (1, 13, 13, f[1]), 'fc6': (1, 6, 6, f[4]),
             'fc7': (1, cfg.fc_features[0]), 'fc8': (1, cfg.fc_features[1]),
             'lrn1': (1, 55, 55, f[0]), 'lrn2': (1, 27, 27, f[1])}
-  assert [e['shape'] for e in gathers] == [shapes[r] for r in readers]
-  # The only other collective: the mean of the equal logits that marks them replicated.
-  assert [(e['primitive'].startswith('psum'), e['shape']) for e in found if e not in gathers] == [
-      (True, (1, cfg.num_classes))]
+  assert [e['shape'] for e in gathers] == [shapes[r] for r in readers[:-1]]
+  # The only other collective: before fc8, the sum of the columns' partial logits.
+  assert [(e['primitive'].startswith('psum'), e['before'], e['shape'])
+          for e in found if e not in gathers] == [(True, 'fc8', (1, cfg.num_classes))]
 
 
 # ----------------------------------------------------------------- preprocess / deprocess
