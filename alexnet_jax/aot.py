@@ -423,8 +423,9 @@ def format_row(row: dict) -> str:
       f"  FLOPs per device-step: cost analysis {cost}; the network's count "
       f"{flops['network'] / 1e9:,.1f} GFLOP (3 x forward x batch / devices)",
       f"  collectives: {_summarize_collectives(row['collectives'])}",
-      '  paper\'s exchange (Sec. 3.2): ' + ('; '.join(row['exchange_problems']) or
-                                            'only before conv3, fc6, fc7, fc8, and their transposes'),
+      '  paper\'s exchange (Sec. 3.2): ' + ('; '.join(row['exchange_problems']) or (
+          'only before conv3, fc6, fc7, fc8, and their transposes' if row['mesh'].endswith('x2')
+          else 'both columns on each device, nothing crosses between devices for them')),
       f"  convolutions in: {', '.join(row['convolution_dtypes']) or '-'}",
       f"  projected, not measured (roofline): {proj['images_per_s_per_device']:,.0f} images/s per device, "
       f"{proj['bound']}-bound (compute {proj['compute_ms']:.2f} ms at {proj['peak_flops'] / 1e12:,.1f} TFLOP/s, "
