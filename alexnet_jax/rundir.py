@@ -143,8 +143,10 @@ def check_resume(workdir: str, config) -> None:
   """Raises a one-line ValueError if `config` changes what DIR/config.json trained, beyond
   `config.resume_overrides`; logs the changes that go on. Reads only."""
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    return
+  saved = os.path.join(workdir, 'checkpoints')
+  if not os.path.exists(path) or not (os.path.isdir(saved) and any(
+      name.isdigit() for name in os.listdir(saved))):
+    return  # No checkpoint to continue from: the new config starts the run afresh.
   with open(path) as f:
     text = f.read()
   try:

@@ -289,3 +289,16 @@ def test_divergence_before_any_checkpoint_says_so(folder, tmp_path, tiny_config)
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert 'No checkpoint had been saved yet' in str(info.value)
   assert 'None' not in str(info.value)
+
+
+def test_a_config_is_compared_only_when_there_is_a_checkpoint_to_continue(folder, tmp_path,
+                                                                          tiny_config):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  rundir.write_config(str(workdir), tiny_config(folder))
+  changed = tiny_config(folder, batch_size=2)
+  rundir.check_resume(str(workdir), changed)  # Stopped before its first checkpoint: anew.
+  (workdir / 'checkpoints' / '4').mkdir(parents=True)
+  with pytest.raises(ValueError, match='batch_size 4 -> 2'):
+    rundir.check_resume(str(workdir), changed)
+  rundir.check_resume(str(workdir), tiny_config(folder, batch_size=2, resume_overrides='batch_size'))
