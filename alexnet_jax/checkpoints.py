@@ -30,6 +30,7 @@ directories that failed saves leave.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging as std_logging
 import os
@@ -175,6 +176,12 @@ class Checkpoints:
     })
     self.check_saves(wait=True)  # Orbax waits for the previous save: its error is ours first.
     nbytes = sum(getattr(x, 'nbytes', 0) for x in jax.tree.leaves(data))
+    free = _free_bytes(self.directory)
+    if free is not None and free < nbytes:
+      # Refused before any write: a save that fails part way fails in orbax's threads,
+      # whose other writes may then complete into a closed asyncio loop.
+      raise CheckpointSaveError(self._save_message(int(step), os.strerror(errno.ENOSPC), nbytes,
+                                                   free=free))
     try:
       saved = self._manager.save(int(step), args=args, force=force)
     except Exception as e:  # pylint: disable=broad-except
@@ -204,20 +211,21 @@ class Checkpoints:
     code = re.search(r"os_error_code='?(\d+)", text)
     cause = os.strerror(int(code.group(1))) if code else _one_line(error)
     need = re.search(r'Failed to write (\d+) bytes', text)
-    try:
-      free = shutil.disk_usage(self.directory).free
-    except OSError:
-      free = None
+    return CheckpointSaveError(self._save_message(
+        step, cause, nbytes, failed=int(need.group(1)) if need else None,
+        free=_free_bytes(self.directory)))
+
+  def _save_message(self, step: int, cause: str, nbytes: int, *, failed: int | None = None,
+                    free: int | None = None) -> str:
     space = f'; the checkpoint holds {nbytes / 2**20:,.1f} MiB' if nbytes else ''
-    if need:
-      space += f', a write of {int(need.group(1)) / 2**20:,.1f} MiB failed'
+    if failed is not None:
+      space += f', a write of {failed / 2**20:,.1f} MiB failed'
     if free is not None:
       space += f', {free / 2**20:,.1f} MiB free there'
     kept = self.latest_step()
     resume = f'resume from step {kept}' if kept is not None else 'start again'
-    return CheckpointSaveError(
-        f'saving step {step} to {self.directory / str(step)} failed: {cause}{space}. Training '
-        f'stopped; make room (or point --workdir elsewhere) and run the same command to {resume}.')
+    return (f'saving step {step} to {self.directory / str(step)} failed: {cause}{space}. Training '
+            f'stopped; make room (or point --workdir elsewhere) and run the same command to {resume}.')
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -338,6 +346,13 @@ def verify(step_dir: pathlib.Path) -> None:
     named = _named_file(str(e), step_dir / STATE)
     raise CheckpointError(f'checkpoint {step_dir} is damaged: {named} cannot be read '
                           f'({_one_line(e)}).') from None
+
+
+def _free_bytes(directory: pathlib.Path) -> int | None:
+  try:
+    return shutil.disk_usage(directory).free
+  except OSError:
+    return None  # Not a local filesystem (or gone): orbax's own error will say.
 
 
 def _named_file(text: str, state_dir: pathlib.Path) -> str:

@@ -237,16 +237,23 @@ def test_a_full_disk_stops_training_with_one_line_and_the_next_start_cleans_up(
     assert [line for line in done.stderr.splitlines() if cause in line] == [last]
     rows = read_jsonl(workdir / 'metrics.jsonl')  # Stopped within a step of the failure.
     assert rows[-1]['step'] in (4, 5, 6)
-    left = [p.name for p in (workdir / 'checkpoints').iterdir()]
-    assert left and all(checkpoints.UNFINISHED in n for n in left)
     if mounted:
+      # Refused before writing (the checkpoint's size against the free space): nothing left.
+      assert os.listdir(workdir / 'checkpoints') == []
+      # What a save cut short (kill -9, a disk filled by another program) leaves behind.
+      leftover = workdir / 'checkpoints' / f'4{checkpoints.UNFINISHED}-1700000000'
+      (leftover / 'state').mkdir(parents=True)
+      (leftover / 'state' / 'partial').write_bytes(b'x' * 1000)
       subprocess.run(['mount', '-o', 'remount,size=64m', str(small)], check=True)
       with caplog.at_level(logging.INFO):
         summary = train.train_and_evaluate(config, str(workdir))
       assert summary['step'] == 6
       removed = [r.getMessage() for r in caplog.records if 'unfinished save' in r.getMessage()]
-      assert len(removed) == 1 and left[0] in removed[0]
+      assert len(removed) == 1 and leftover.name in removed[0]
       assert sorted(os.listdir(workdir / 'checkpoints')) == ['4', '6']
+    else:
+      left = [p.name for p in (workdir / 'checkpoints').iterdir()]
+      assert left and all(checkpoints.UNFINISHED in n for n in left)
   finally:
     if mounted:
       subprocess.run(['umount', str(small)], check=False)
