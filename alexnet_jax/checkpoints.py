@@ -19,24 +19,77 @@ sharded over a mesh when saved and are restored with the shardings of the abstra
 state, so a run can resume on a different layout. Orbax writes into a temporary
 directory and renames it when complete, so an interrupted save leaves the previous
 checkpoints as they were.
+
+Faults (README, "What a run directory survives"): `restore_latest` checks each step's
+files before orbax reads them (a missing or truncated file is named) and falls back to
+the newest step that restores, moving a damaged one aside to <workdir>/checkpoints.damaged/
+(never deleting it); `check_saves` turns a failed background save into one
+`CheckpointSaveError` at the next step; `remove_unfinished_saves` clears the temporary
+directories that failed saves leave.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import logging as std_logging
 import os
 import pathlib
+import re
+import shutil
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
+from absl import logging
 
 STATE = 'state'
 META = 'meta'
+UNFINISHED = '.orbax-checkpoint-tmp'  # Orbax's name for a save not yet complete.
+DAMAGED = 'checkpoints.damaged'  # Where steps that cannot be restored are moved, in the workdir.
+# The files orbax needs to read a step; their absence is named rather than left to a
+# pytree or JSON error from deep inside orbax.
+REQUIRED = ('_CHECKPOINT_METADATA', f'{STATE}/_METADATA', f'{STATE}/manifest.ocdbt',
+            f'{META}/metadata')
 
 
 class CheckpointError(ValueError):
   """A checkpoint directory that cannot be read (corrupt, partial, or another model's)."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint could not be written (disk full, permissions); the earlier ones are kept."""
+
+
+class _OrbaxTracebacks(std_logging.Filter):
+  """Orbax logs each failure of its background threads at ERROR with a traceback, one per
+  thread, before the failure reaches us. `Checkpoints` raises each such failure as one
+  line, so while one is open these records go to DEBUG (shown with --verbosity=1)."""
+
+  def __init__(self):
+    super().__init__()
+    self._users = 0  # Open `Checkpoints`: the filter stays while any is open.
+
+  def attach(self):
+    self._users += 1
+    std_logging.getLogger('absl').addFilter(self)
+
+  def detach(self):
+    self._users = max(self._users - 1, 0)
+    if not self._users:
+      std_logging.getLogger('absl').removeFilter(self)
+
+  def filter(self, record):
+    if record.levelno >= std_logging.ERROR and record.exc_info and '/orbax/' in record.pathname:
+      if not std_logging.getLogger('absl').isEnabledFor(std_logging.DEBUG):
+        return False
+      record.levelno, record.levelname = std_logging.DEBUG, 'DEBUG'
+    return True
+
+
+_ORBAX_TRACEBACKS = _OrbaxTracebacks()
 
 
 def _one_line(error: BaseException) -> str:
@@ -92,7 +145,7 @@ class Checkpoints:
     self.directory = pathlib.Path(workdir).absolute() / 'checkpoints'
     if self.directory.exists() and not self.directory.is_dir():
       raise CheckpointError(f'{self.directory} exists and is not a directory; '
-                            'delete it or point --workdir elsewhere.')
+                            'move it aside or point --workdir elsewhere.')
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, create=True)
     try:
@@ -103,7 +156,10 @@ class Checkpoints:
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(
           f'cannot open checkpoint directory {self.directory} ({_one_line(e)}); '
-          'delete it or point --workdir elsewhere.') from e
+          'move it aside or point --workdir elsewhere.') from e
+    _ORBAX_TRACEBACKS.attach()
+    self._pending = None  # (step, bytes) of the save still being written in the background.
+    self._closed = False
 
   def save(self, step: int, state: Any, meta: Mapping[str, Any], *,
            force: bool = False) -> bool:
@@ -113,14 +169,63 @@ class Checkpoints:
     right after; the write to disk goes on in the background unless `force`, which waits
     for it (end of run, SIGTERM). Returns whether a checkpoint was started.
     """
+    data = _keys_to_data(state)
     args = ocp.args.Composite(**{
-        STATE: ocp.args.StandardSave(_keys_to_data(state)),
+        STATE: ocp.args.StandardSave(data),
         META: ocp.args.JsonSave(dict(meta)),
     })
-    saved = self._manager.save(int(step), args=args, force=force)
+    self.check_saves(wait=True)  # Orbax waits for the previous save: its error is ours first.
+    nbytes = sum(getattr(x, 'nbytes', 0) for x in jax.tree.leaves(data))
+    free = _free_bytes(self.directory)
+    if free is not None and free < nbytes:
+      # Refused before any write: a save that fails part way fails in orbax's threads,
+      # whose other writes may then complete into a closed asyncio loop.
+      raise CheckpointSaveError(self._save_message(int(step), os.strerror(errno.ENOSPC), nbytes,
+                                                   free=free))
+    try:
+      saved = self._manager.save(int(step), args=args, force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(int(step), nbytes, e) from e
+    if saved:
+      self._pending = (int(step), nbytes)
     if force:
-      self._manager.wait_until_finished()
+      self.check_saves(wait=True)
     return saved
+
+  def check_saves(self, wait: bool = False) -> None:
+    """Raises CheckpointSaveError if the last background save failed; call it each step.
+
+    Without `wait` it returns at once while that save is still being written.
+    """
+    if self._pending is None or (not wait and self._manager.is_saving_in_progress()):
+      return
+    step, nbytes = self._pending
+    self._pending = None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, nbytes, e) from e
+
+  def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
+    text = str(error)
+    code = re.search(r"os_error_code='?(\d+)", text)
+    cause = os.strerror(int(code.group(1))) if code else _one_line(error)
+    need = re.search(r'Failed to write (\d+) bytes', text)
+    return CheckpointSaveError(self._save_message(
+        step, cause, nbytes, failed=int(need.group(1)) if need else None,
+        free=_free_bytes(self.directory)))
+
+  def _save_message(self, step: int, cause: str, nbytes: int, *, failed: int | None = None,
+                    free: int | None = None) -> str:
+    space = f'; the checkpoint holds {nbytes / 2**20:,.1f} MiB' if nbytes else ''
+    if failed is not None:
+      space += f', a write of {failed / 2**20:,.1f} MiB failed'
+    if free is not None:
+      space += f', {free / 2**20:,.1f} MiB free there'
+    kept = self.latest_step()
+    resume = f'resume from step {kept}' if kept is not None else 'start again'
+    return (f'saving step {step} to {self.directory / str(step)} failed: {cause}{space}. Training '
+            f'stopped; make room (or point --workdir elsewhere) and run the same command to {resume}.')
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -137,6 +242,7 @@ class Checkpoints:
     """
     target = jax.tree.map(_abstract_key_data, abstract_state)
     step_dir = self.directory / str(step)
+    verify(step_dir)
     try:
       restored = self._manager.restore(int(step), args=ocp.args.Composite(**{
           STATE: ocp.args.StandardRestore(target),
@@ -144,21 +250,140 @@ class Checkpoints:
       }))
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(
-          f'cannot restore checkpoint {step_dir} ({_one_line(e)}); delete that directory, '
-          'point --workdir elsewhere, or use the config that wrote it.') from e
+          f'cannot restore checkpoint {step_dir} ({_one_line(e)}): resume with the config that '
+          'wrote it (its meta/metadata holds it), or point --workdir elsewhere.') from e
     return _wrap_keys(abstract_state, restored[STATE]), dict(restored[META])
 
+  def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any], int] | None:
+    """(state, meta, step) of the newest step that restores, or None if there is none.
+
+    A step that cannot be restored is moved aside (`set_aside`), with a warning naming it
+    and the cause, and the next older one is tried. If none restores, the first error is
+    raised and every step is back where it was.
+    """
+    moved, first_error = [], None
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except CheckpointError as e:
+        first_error = first_error or e
+        moved.append((step, self.set_aside(step)))
+        logging.warning('Skipping checkpoint step %d: %s It is kept in %s.', step, e, moved[-1][1])
+        continue
+      return state, meta, step
+    for step, path in moved:  # Nothing restored: the damage is not the steps' alone.
+      self._move(path, self.directory / str(step))
+    if first_error is not None:
+      raise first_error
+    return None
+
+  def set_aside(self, step: int) -> pathlib.Path:
+    """Moves step `step` to <workdir>/checkpoints.damaged/<step> (numbered if taken)."""
+    aside = self.directory.parent / DAMAGED / str(step)
+    n = 1
+    while aside.exists():
+      aside = self.directory.parent / DAMAGED / f'{step}.{n}'
+      n += 1
+    self._move(self.directory / str(step), aside)
+    return aside
+
+  def _move(self, source: pathlib.Path, dest: pathlib.Path) -> None:
+    if jax.process_index() == 0:
+      dest.parent.mkdir(exist_ok=True)
+      os.replace(source, dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f'alexnet_jax: moved {source}')
+    self._manager.reload()
+
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    self.check_saves(wait=True)
 
   def close(self) -> None:
-    self._manager.close()
+    """Waits for the last save and closes orbax's threads; a save error is raised after."""
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self.check_saves(wait=True)
+    finally:
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        pass  # Its only error is the failed save that check_saves has just raised.
+      _ORBAX_TRACEBACKS.detach()
 
   def __enter__(self) -> 'Checkpoints':
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def verify(step_dir: pathlib.Path) -> None:
+  """Raises CheckpointError naming a missing or unreadable file of a step, before orbax
+  reads it: the files orbax needs, its JSON metadata, then every key of the state's OCDBT
+  store, read synchronously (a truncated data file fails there, by name)."""
+  for name in REQUIRED:
+    if not (step_dir / name).is_file():
+      raise CheckpointError(f'checkpoint {step_dir} is incomplete: {step_dir / name} is missing.')
+  for path in sorted(step_dir.rglob('*')):
+    # Every file but OCDBT's binary ones (manifests, data under d/) and orbax's commit marks
+    # is JSON: the tree and array metadata, the shardings, the meta item.
+    binary = path.parent.name == 'd' or path.name in ('manifest.ocdbt', 'commit_success.txt')
+    if path.is_dir() or binary:
+      continue
+    try:
+      json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+      raise CheckpointError(f'checkpoint {step_dir} is damaged: {path} is not readable JSON '
+                            f'({_one_line(e)}).') from None
+  try:
+    store = ts.KvStore.open({'driver': 'ocdbt', 'base': f'file://{step_dir / STATE}/'}).result()
+    for key in store.list().result():
+      store.read(key).result()
+  except Exception as e:  # pylint: disable=broad-except
+    named = _named_file(str(e), step_dir / STATE)
+    raise CheckpointError(f'checkpoint {step_dir} is damaged: {named} cannot be read '
+                          f'({_one_line(e)}).') from None
+
+
+def _free_bytes(directory: pathlib.Path) -> int | None:
+  try:
+    return shutil.disk_usage(directory).free
+  except OSError:
+    return None  # Not a local filesystem (or gone): orbax's own error will say.
+
+
+def _named_file(text: str, state_dir: pathlib.Path) -> str:
+  """The file a tensorstore error is about: named in it, or else the one file of the size a
+  short read reports (OCDBT names the data file only in some of its errors)."""
+  files = re.findall(r'local file "([^"]+)"', text)
+  if files:
+    return files[-1]
+  size = re.search(r'value of size (\d+)', text)
+  if size:
+    sized = [p for p in state_dir.rglob('*') if p.is_file() and p.stat().st_size == int(size.group(1))]
+    if len(sized) == 1:
+      return str(sized[0])
+  return str(state_dir)
+
+
+def remove_unfinished_saves(workdir: str | os.PathLike) -> list[str]:
+  """Removes the temporary directories of saves that never completed (a crash, a full
+  disk), with a log line each; process 0 only. They are never a checkpoint orbax reads."""
+  directory = pathlib.Path(workdir).absolute() / 'checkpoints'
+  removed = []
+  if jax.process_index() != 0 or not directory.is_dir():
+    return removed
+  for child in sorted(directory.iterdir()):
+    if UNFINISHED in child.name:
+      size = sum(f.stat().st_size for f in child.rglob('*') if f.is_file())
+      shutil.rmtree(child)
+      logging.info('Removed %s, an unfinished save of an earlier run (%.1f MiB).', child,
+                   size / 2**20)
+      removed.append(child.name)
+  return removed
 
 
 def _steps_in(directory: pathlib.Path) -> list[int]:
@@ -223,8 +448,8 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
         item=target, restore_args=restore_args, partial_restore=True)}))
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(
-        f'cannot read params from {state_dir} ({_one_line(e)}); delete that step '
-        'directory or pass another one.') from e
+        f'cannot read params from {state_dir} ({_one_line(e)}); pass another step '
+        'directory (checkpoints/<step>).') from e
   finally:
     manager.close()
   return restored[STATE]['params']

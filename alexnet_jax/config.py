@@ -109,6 +109,15 @@ def default_config() -> ml_collections.ConfigDict:
   config.eval_views = ('center', 'ten')
   # Steps to run before stopping (for smoke runs); -1 = num_epochs worth.
   config.max_steps = -1
+  # Resuming a workdir whose config.json differs in what is trained (the model, data,
+  # optimizer, batch size, schedule, seed) stops with the list of differing fields. This
+  # comma-separated list of fields (or sections, e.g. 'batch_size,optim') lets a resume
+  # change them on purpose; fields that extend or observe a run (num_epochs, max_steps,
+  # logging, evaluation, checkpoint cadence, mesh) may always change (alexnet_jax.rundir).
+  config.resume_overrides = ''
+  # A finished workdir (its last step trained and evaluated) is left as it is when run
+  # again; True evaluates its last checkpoint once more (new rows in metrics.jsonl).
+  config.reevaluate = False
   return config
 
 

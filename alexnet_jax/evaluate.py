@@ -133,7 +133,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   layout = parallel.Layout.from_config(config, batch_sizes=(config.eval_batch_size,))
   preflight.check_dataset(config, spec)
   ckpt_dir = os.path.join(workdir, 'checkpoints')
-  step = checkpoints.Checkpoints(workdir).latest_step() if os.path.isdir(ckpt_dir) else None
+  step = None
+  if os.path.isdir(ckpt_dir):
+    with checkpoints.Checkpoints(workdir) as ckpt:
+      step = ckpt.latest_step()
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {ckpt_dir}: train first (without --mode=eval) '
                             'or point --workdir at a trained run.')
@@ -145,7 +148,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
          if not np.all(np.isfinite(x))]
   if bad:
     raise ValueError(f'checkpoint {os.path.join(ckpt_dir, str(step))} holds NaN/Inf params '
-                     f'({", ".join(bad)}): delete that step directory to evaluate the one before '
+                     f'({", ".join(bad)}): move that step directory aside to evaluate the one before '
                      'it, or train again with a lower --config.optim.learning_rate.')
   with jax.set_mesh(layout.mesh):
     params = layout.shard_params(params)

@@ -11,6 +11,7 @@ command joins the other processes by itself; other launchers pass
 
 import logging as std_logging
 import os
+import re
 import sys
 
 # TensorFlow (the input pipeline) prints C++ INFO lines at import; keep its warnings.
@@ -55,6 +56,9 @@ def print_summary(summary: dict, num_classes: int | None = None) -> None:
   if summary.get('preempted'):
     print(f"Pre-empted at step {summary['step']}: run the same command to resume.")
     return
+  if summary.get('finished'):
+    print(f"Already finished at step {summary['step']}: nothing trained or evaluated "
+          '(--config.reevaluate=True evaluates again). Its results:')
   if 'first_loss' in summary:
     print(f"Training loss: {summary['first_loss']:.4f} (first logged) -> {summary['last_loss']:.4f} "
           f"(step {summary['step']}).")
@@ -94,7 +98,8 @@ def main(argv):
     sys.exit(f'error: {e}')
   if FLAGS.dry_run:
     sys.exit(dry_run(FLAGS.config, FLAGS.workdir, FLAGS.mode))
-  from alexnet_jax import evaluate, train  # After flag parsing: --help stays fast.
+  # After flag parsing: --help stays fast.
+  from alexnet_jax import checkpoints, evaluate, rundir, train  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.mode == 'eval':
       results = evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
@@ -102,8 +107,10 @@ def main(argv):
     else:
       summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
       print_summary(summary, summary.get('num_classes'))
-  except (ValueError, FileNotFoundError, train.TrainingDiverged) as e:
-    # Bad config, data, files or checkpoints: one line that says what to change.
+  except (ValueError, FileNotFoundError, train.TrainingDiverged, rundir.WorkdirInUse,
+          checkpoints.CheckpointSaveError) as e:
+    # Bad config, data, files or checkpoints, a workdir in use, a full disk: one line that
+    # says what to change.
     sys.exit(f'error: {e}')
 
 
@@ -114,11 +121,26 @@ def parse_flags(argv):
   except flags.Error as e:
     sys.exit(f'error: {e}\nPass --helpfull for the flags.')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    # ml_collections raises these for an unknown field or a value of the wrong type.
-    bad = [a for a in argv[1:] if a.startswith('--config.')]
-    sys.exit(f'error: cannot apply {" ".join(bad)} ({str(e).strip(chr(34))}): fields and their '
-             'types are in alexnet_jax/config.py and alexnet_jax/model.py (Spec).')
+    # ml_collections raises these for an unknown field or a value of the wrong type; a
+    # KeyError's str() is the repr of a multi-line message, so its first argument is read.
+    sys.exit(_config_error(argv, e.args[0] if isinstance(e, KeyError) and e.args else str(e)))
 
+
+def _config_error(argv, text) -> str:
+  """One line for a --config.field that cannot be applied: the argument, the reason and,
+  for a misspelled field, the field meant."""
+  text = str(text)
+  reason = ' '.join(text.split()).strip('\'"')
+  args = [a for a in argv[1:] if a.startswith('--config.')]
+  # The argument whose field the message names; every --config argument if none does.
+  named = [a for a in args if re.search(rf"\b{re.escape(a.split('=')[0].split('.')[-1])}\b", text)]
+  bad = named or args
+  meant = re.search(r'Did you mean "([^"]+)"', text)
+  if meant and len(bad) == 1:
+    field = bad[0].split('=')[0]
+    reason = f'no field {field}; did you mean {field.rsplit(".", 1)[0]}.{meant.group(1)}?'
+  return (f'error: cannot apply {" ".join(bad)} ({reason}): fields and their types are in '
+          'alexnet_jax/config.py and alexnet_jax/model.py (Spec).')
 
 if __name__ == '__main__':
   app.run(main, flags_parser=parse_flags)

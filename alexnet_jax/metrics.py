@@ -1,7 +1,8 @@
 """Where training's numbers go, and the figures its console lines show.
 
 - `Writer`: one JSON object per line to DIR/metrics.jsonl, mirrored to TensorBoard under
-  DIR/tensorboard; `drop_after` removes a resumed run's rows that it will log again.
+  DIR/tensorboard; `drop_after` removes a resumed run's rows that it will log again;
+  `logged` reads a column back.
 - `Throughput`: images/s and ETA since the last report, for train.py's console lines.
 - `Progress`: a one-line progress bar on stderr (evaluation, the statistics pass).
 
@@ -24,6 +25,23 @@ def format_duration(seconds: float) -> str:
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
   return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+def logged(workdir: str, key: str) -> list[float]:
+  """The values of `key` in DIR/metrics.jsonl, in order (every session of a resumed run)."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  values = []
+  with open(path) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue  # A torn last line.
+      if key in row:
+        values.append(row[key])
+  return values
 
 
 class Writer:

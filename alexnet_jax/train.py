@@ -12,6 +12,7 @@ end) is `evaluate.evaluate_views`; `--mode=eval` is `evaluate.evaluate_checkpoin
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import signal
@@ -25,7 +26,7 @@ import optax
 from absl import logging
 
 from alexnet_jax import (checkpoints, evaluate, input_pipeline, metrics, model, optim, parallel,
-                         preflight)
+                         preflight, rundir)
 from alexnet_jax.data.device_augment import DeviceAugment
 from alexnet_jax.data.pipeline import device_batches
 from alexnet_jax.data.spec import DataSpec
@@ -176,39 +177,77 @@ def _meta(config, step: int, steps_per_epoch: int) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
 
-  Returns a summary dict: the final step, first and last logged training loss, and the
-  eval results per view scheme (also written to DIR/eval.json).
+  Returns a summary dict: the final step, the run's first and last logged training loss,
+  and the eval results per view scheme (also written to DIR/eval.json). A workdir whose
+  last step is trained and evaluated is left as it is (`finished` in the summary) unless
+  `config.reevaluate`.
   """
+  # Every check that can fail runs before the workdir is created or anything written.
   spec = preflight.check_config(config)
   layout = parallel.Layout.from_config(config)
   info = preflight.check_dataset(config, spec)
   preflight.check_workdir(workdir)
+  rundir.check_resume(workdir, config)
   preflight.ensure_statistics(config.data)
-  lead = jax.process_index() == 0
+  preflight.create_workdir(workdir)
+  with rundir.hold(workdir):
+    return _train_and_evaluate(config, workdir, spec, layout, info)
 
+
+def _last_good(ckpt: checkpoints.Checkpoints) -> str:
+  step = ckpt.latest_step()
+  return f'The last good checkpoint (step {step}) is kept' if step is not None else (
+      'No checkpoint had been saved yet')
+
+
+def _finished(workdir: str, step: int | None, total_steps: int) -> dict | None:
+  """DIR/eval.json if it evaluates `step`, the last checkpoint, and that is the last step."""
+  path = os.path.join(workdir, 'eval.json')
+  if step is None or step < total_steps or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    try:
+      results = json.load(f)
+    except ValueError:
+      return None  # Torn by a crash while it was written: evaluate again.
+  return results if results.get('step') == step else None
+
+
+def _train_and_evaluate(config, workdir, spec, layout, info) -> dict:
+  lead = jax.process_index() == 0
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   if config.max_steps > 0:
     total_steps = min(total_steps, config.max_steps)
   tx = optim.make_optimizer(config.optim, steps_per_epoch)
+  checkpoints.remove_unfinished_saves(workdir)
 
-  with jax.set_mesh(layout.mesh):
-    state = init_state(config, layout, tx)
-    ckpt = checkpoints.Checkpoints(workdir, keep=config.keep_checkpoints,
-                                   every=config.checkpoint_every_steps)
-    start = ckpt.latest_step()
-    if start is not None:
-      state, _ = ckpt.restore(start, checkpoints.abstract_like(state))
-      logging.info('Resumed from %s at step %d.', ckpt.directory / str(start), start)
-    start = int(start or 0)
+  with jax.set_mesh(layout.mesh), checkpoints.Checkpoints(
+      workdir, keep=config.keep_checkpoints, every=config.checkpoint_every_steps) as ckpt:
+    done = _finished(workdir, ckpt.latest_step(), total_steps)
+    if done and not config.reevaluate:
+      logging.info('%s is finished: step %d is trained and evaluated (eval.json). Nothing to do; '
+                   'raise --config.num_epochs or --config.max_steps to train on, or pass '
+                   '--config.reevaluate=True to evaluate again.', workdir, done['step'])
+      summary = {'step': done['step'], 'preempted': False, 'finished': True,
+                 'eval': {v: done[v] for v in preflight.VIEWS if v in done},
+                 'num_classes': spec.num_classes}
+      return {**summary, **_logged_losses(workdir, [])}
+
     writer = metrics.Writer(workdir, enabled=lead)
+    state = init_state(config, layout, tx)
+    restored = ckpt.restore_latest(checkpoints.abstract_like(state))
+    start = 0
+    if restored is not None:
+      state, _, start = restored
+      logging.info('Resumed from %s at step %d.', ckpt.directory / str(start), start)
     writer.drop_after(start)  # Rows logged after the checkpoint, before a crash, come again.
-    if lead and start == 0:
-      with open(os.path.join(workdir, 'config.json'), 'w') as f:
-        f.write(config.to_json(indent=2))
+    if lead:
+      rundir.write_config(workdir, config)
     logging.info('%s: %d train / %d eval images, %d classes; %d steps of %d (%d per epoch) on a '
                  '%s mesh.', config.data.source, info.num_train, info.num_eval, info.num_classes,
-                 total_steps - start, config.batch_size, steps_per_epoch, dict(layout.mesh.shape))
+                 max(total_steps - start, 0), config.batch_size, steps_per_epoch,
+                 dict(layout.mesh.shape))
 
     data_spec = DataSpec.from_config(config.data).for_backend(jax.default_backend())
     augment = device_augment(data_spec, config.seed)
@@ -222,6 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step = start
     with _Preemption() as preemption:
       while step < total_steps:
+        ckpt.check_saves()  # A background save that failed stops the run here, in one line.
         batch = next(batches)
         state, step_metrics = train_step(state, batch['images'], batch['labels'],
                                          *[batch[k] for k in ('epoch', 'index') if k in batch])
@@ -236,9 +276,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           pending = []
           if not math.isfinite(logged['loss']) or not bool(all_finite(state['params'])):
             raise TrainingDiverged(
-                f'The loss or a parameter became NaN/Inf by step {step}; stopped. The last good '
-                f'checkpoint (step {ckpt.latest_step()}) is kept: lower --config.optim.learning_rate '
-                "or try --config.model.init=caffe.")
+                f'The loss or a parameter became NaN/Inf by step {step}; stopped. '
+                f'{_last_good(ckpt)}: lower --config.optim.learning_rate or try '
+                '--config.model.init=caffe.')
           losses.append(logged['loss'])
           rate, eta = throughput.mark(step)
           lr = optim.learning_rate_at(config.optim, state['opt_state'], step - 1, steps_per_epoch)
@@ -268,23 +308,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if step % config.checkpoint_every_steps == 0 or stop:
           if not bool(all_finite(state['params'])):
             raise TrainingDiverged(f'A parameter became NaN/Inf by step {step}; stopped without '
-                                   f'saving. The last good checkpoint (step {ckpt.latest_step()}) '
-                                   'is kept.')
+                                   f'saving. {_last_good(ckpt)}.')
           ckpt.save(step, state, _meta(config, step, steps_per_epoch), force=stop)
         if stop:
           logging.warning('SIGTERM: saved step %d to %s; run the same command to resume.', step,
                           ckpt.directory)
-          ckpt.close()
           return {'step': step, 'preempted': True}
 
     if ckpt.latest_step() != step:
       ckpt.save(step, state, _meta(config, step, steps_per_epoch), force=True)
     ckpt.wait_until_finished()
-    ckpt.close()
-    summary = {'step': step, 'preempted': False}
-    if losses:
-      summary.update(first_loss=losses[0], last_loss=losses[-1])
+    summary = {'step': step, 'preempted': False, **_logged_losses(workdir, losses)}
     summary['eval'] = evaluate.evaluate_views(state['params'], config, layout,
                                               config.eval_views, step, workdir, writer)
     summary['num_classes'] = spec.num_classes
     return summary
+
+
+def _logged_losses(workdir: str, session: list[float]) -> dict:
+  """The run's first and last logged loss: from metrics.jsonl, which holds the sessions
+  before a resume too (process 0 writes it); else this session's."""
+  run = (metrics.logged(workdir, 'loss') if jax.process_index() == 0 else []) or session
+  return {'first_loss': run[0], 'last_loss': run[-1]} if run else {}

@@ -9,6 +9,7 @@ import pytest
 
 import alexnet_jax
 from alexnet_jax import model, summary
+from tests import tolerance
 
 
 def test_init_gives_the_pinned_layout():
@@ -62,8 +63,8 @@ def test_module_apply_equals_the_functional_apply(small_model_config, train, lay
   ours = alexnet_jax.AlexNet(cfg).apply({'params': params}, images, train=train, layer=layer,
                                          rngs={'dropout': key})
   wrapper = alexnet_jax.apply(params, images, cfg, train=train, layer=layer, rng=key)
-  np.testing.assert_allclose(np.asarray(ours), np.asarray(wrapper), rtol=1e-5,
-                             atol=1e-5 * float(jnp.abs(wrapper).max()))
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(wrapper), rtol=0,
+                             atol=tolerance.atol(tolerance.longest_sum(params), wrapper))
   if train:  # Dropout was applied: another key gives other outputs.
     other = alexnet_jax.AlexNet(cfg).apply({'params': params}, images, train=True, layer=layer,
                                            rngs={'dropout': jax.random.key(9)})

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import model, parallel
+from tests import tolerance
 
 # The layouts pmap expresses: the paper's two columns on two devices, and data parallelism.
 MESHES = [(1, 2), (2, 1), (4, 1)]
@@ -26,7 +27,8 @@ def test_forward_equals_shard_map(case, make_mesh, shape, train):
     out = np.asarray(parallel.apply(params, images, cfg, mesh, train=train, rng=rng, layer=layer,
                                     mapper='pmap'))
     assert ref.std() > 1e-2
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(),
+    np.testing.assert_allclose(out, ref, rtol=0,
+                               atol=tolerance.atol(tolerance.longest_sum(params), ref),
                                err_msg=f'{shape} {layer}')
 
 
@@ -44,13 +46,14 @@ def test_loss_gradients_equal_shard_map(case, make_mesh, shape):
                                 jax.device_put(rng, layout.replicated))
     results[mapper] = float(value), jax.tree.map(float, errors), jax.tree.map(np.asarray, grads)
   (ref_value, ref_errors, ref_grads), (value, errors, grads) = results['shard_map'], results['pmap']
-  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  terms = tolerance.longest_sum(params, batch_size=len(images), image_size=images.shape[1])
+  np.testing.assert_allclose(value, ref_value, rtol=0, atol=tolerance.atol(terms, ref_value))
   assert errors == pytest.approx(ref_errors)
   for name in model.LAYERS:
     for leaf in ('kernel', 'bias'):
       g, r = grads[name][leaf], ref_grads[name][leaf]
       assert g.shape == r.shape and np.abs(r).max() > 0, (name, leaf)
-      np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max(),
+      np.testing.assert_allclose(g, r, rtol=0, atol=tolerance.atol(terms, r),
                                  err_msg=f'{shape} {name} {leaf}')
 
 

@@ -61,11 +61,16 @@ class DataSpec:
     _choice('mean_patch', self.mean_patch, MEAN_PATCHES)
     _choice('lighting', self.lighting, LIGHTINGS)
     _choice('augment_on', self.augment_on, AUGMENT_ON)
-    if not 0 < self.crop_size <= self.stored_size:
-      raise ValueError(f'config.data.crop_size {self.crop_size} must be in [1, stored_size '
-                       f'{self.stored_size}].')
-    if self.lighting_std < 0:
-      raise ValueError(f'config.data.lighting_std must be >= 0; got {self.lighting_std}.')
+    if self.crop_size > self.stored_size:
+      # Sec. 2 stores 256x256 images and Sec. 4.1 crops 224x224 patches out of them.
+      raise ValueError(f'config.data.stored_size {self.stored_size} is smaller than the '
+                       f'{self.crop_size}x{self.crop_size} crops (config.model.image_size): set '
+                       f'--config.data.stored_size to at least {self.crop_size} (the paper: 256).')
+    if self.crop_size < 1:
+      raise ValueError(f'config.data.crop_size must be positive; got {self.crop_size}.')
+    if not self.lighting_std >= 0:  # NaN too.
+      raise ValueError(f'config.data.lighting_std must be >= 0 (the paper: 0.1); got '
+                       f'{self.lighting_std}.')
 
   @classmethod
   def from_config(cls, data_cfg) -> 'DataSpec':
