@@ -249,20 +249,35 @@ def init_scheme(spec: Spec, name: str, kernel_shape: tuple[int, ...]) -> tuple[f
 def local_response_norm(a: jax.Array, *, k: float, n: int, alpha: float, beta: float) -> jax.Array:
   """Sec. 3.3: b_i = a_i / (k + alpha * sum_{|j - i| <= n/2} a_j^2)^beta over channels.
 
-  The sum is not divided by n (Caffe and PyTorch divide alpha by n). The window sum is a
-  product with a banded 0/1 matrix: one matmul, fast on every backend, where a
-  reduce_window over channels is slow on XLA:CPU. It runs in float32 (the power is
-  sensitive to rounding in bfloat16).
+  The sum is not divided by n (Caffe and PyTorch divide alpha by n); `_window_sum` says
+  how it is computed on each backend. It runs in float32 (the power is sensitive to
+  rounding in bfloat16).
   """
   return _lrn(a.astype(jnp.float32), k, n, alpha, beta).astype(a.dtype)
 
 
 def _window_sum(x: jax.Array, n: int) -> jax.Array:
-  """sum_{|j - i| <= n/2} x_j over the last axis (zero beyond the edges)."""
-  channels = x.shape[-1]
-  idx = np.arange(channels)
+  """sum_{|j - i| <= n/2} x_j over the last axis (zero beyond the edges).
+
+  On XLA:CPU a product with a banded 0/1 matrix: one matmul, where a reduce_window over
+  channels is slow. Elsewhere a sum of n shifted slices, which fuses with the elementwise
+  work around it; XLA:GPU's Triton GEMM cannot tile that thin float32 matmul for an A100
+  ("Couldn't find output tile sizes", found by `python -m alexnet_jax.aot`).
+  """
+  return jax.lax.platform_dependent(x, cpu=functools.partial(_band_matmul_sum, n=n),
+                                    default=functools.partial(_shifted_sum, n=n))
+
+
+def _band_matmul_sum(x: jax.Array, n: int) -> jax.Array:
+  idx = np.arange(x.shape[-1])
   band = (np.abs(idx[:, None] - idx[None, :]) <= n // 2).astype(np.float32)
   return jnp.dot(x, band, precision=jax.lax.Precision.HIGHEST)
+
+
+def _shifted_sum(x: jax.Array, n: int) -> jax.Array:
+  half, channels = n // 2, x.shape[-1]
+  padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(half, half)])
+  return sum(jax.lax.slice_in_dim(padded, i, i + channels, axis=x.ndim - 1) for i in range(n))
 
 
 # The analytic gradient costs about half of what autodiff of the power gives on XLA:CPU.

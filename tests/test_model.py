@@ -322,3 +322,13 @@ def test_without_conv4_conv5_reads_conv3(small_model_config):
     ref = np.maximum(np.asarray(ref) + np.asarray(params['conv5']['bias'][c]), 0)
     out = conv5[..., c * ref.shape[-1]:(c + 1) * ref.shape[-1]]
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize('channels, n', [(48, 5), (7, 5), (4, 3), (3, 7)])
+def test_lrn_window_sum_on_every_backend_matches_numpy(channels, n):
+  """Both window sums (CPU's band matmul, the shifted slices of other backends) against a
+  NumPy loop over each channel's neighbours."""
+  x = np.random.default_rng(channels).normal(size=(2, 3, channels)).astype(np.float32)
+  want = np.stack([x[..., max(0, i - n // 2):i + n // 2 + 1].sum(-1) for i in range(channels)], -1)
+  for window_sum in (model._band_matmul_sum, model._shifted_sum):
+    np.testing.assert_allclose(np.asarray(window_sum(jnp.asarray(x), n)), want, rtol=1e-6, atol=1e-6)
