@@ -297,15 +297,17 @@ def _compile_or_none(config, layout, batch_size):
 
 
 def largest_batch(config, layout: parallel.Layout, usable: int, first: Compiled,
-                  per_device: int, max_compiles: int = 6) -> tuple[int, list[int]]:
+                  per_device: int, max_compiles: int = 8) -> tuple[int, list[int]]:
   """The largest per-device batch (a multiple of BATCH_STEP) whose train step fits in
   `usable` bytes, found by compiling; and the per-device batches compiled on the way.
 
-  Memory is close to linear in the batch, so each compile after the first two aims where
-  the line through the two nearest points (one either side of the boundary, once known)
-  crosses `usable`; the search ends when a fitting batch and one BATCH_STEP more that does
-  not are found, or after `max_compiles`. XLA picks other algorithms at other sizes, so
-  memory is not quite monotonic in the batch: the answer is the largest fitting batch found.
+  Memory is close to linear in the batch, so each compile after the first two aims where a
+  line crosses `usable`: the line through the two largest batches until one does not fit,
+  then through the largest that fits and the smallest that does not (regula falsi); where
+  two compiles in a row move the same end of that bracket, it is halved instead. The search
+  ends when a fitting batch and one BATCH_STEP more that does not are found, or after
+  `max_compiles`. XLA picks other algorithms at other sizes, so memory is not quite
+  monotonic in the batch: the answer is the largest fitting batch found.
   """
   totals = {per_device: first.memory['total']}  # Per-device batch -> bytes (inf: no fit).
 
@@ -314,25 +316,29 @@ def largest_batch(config, layout: parallel.Layout, usable: int, first: Compiled,
     totals[b] = compiled.memory['total'] if compiled is not None else math.inf
 
   compile_at(2 * per_device)
+  stuck, last_side = 0, None  # Compiles in a row that moved the same end of the bracket.
   while len(totals) < max_compiles + 1:
     fit = [b for b, m in totals.items() if m <= usable]
     over = [b for b, m in totals.items() if m > usable]
     lo, hi = max(fit, default=0), min(over, default=None)
     if hi is not None and hi - lo <= BATCH_STEP:
       break
-    finite = sorted((b, m) for b, m in totals.items() if math.isfinite(m))
-    (b1, m1), (b2, m2) = (finite[-2:] if hi is None or len(finite) < 2 else
-                          sorted(finite, key=lambda p: abs(p[1] - usable))[:2])
+    if hi is None or not math.isfinite(totals[hi]) or lo == 0:
+      (b1, m1), (b2, m2) = sorted((b, m) for b, m in totals.items() if math.isfinite(m))[-2:]
+    else:  # Regula falsi: the line through the bracket's ends.
+      (b1, m1), (b2, m2) = (lo, totals[lo]), (hi, totals[hi])
     slope = (m2 - m1) / (b2 - b1) if b2 != b1 and m2 != m1 else None
     guess = b2 + (usable - m2) / slope if slope else 2 * max(totals)
+    if hi is not None and (stuck >= 2 or not math.isfinite(totals[hi])):
+      guess = (lo + hi) / 2  # The line keeps moving one end only: halve the bracket instead.
     b = int(guess) // BATCH_STEP * BATCH_STEP
     upper = hi - BATCH_STEP if hi is not None else math.inf
     b = int(min(max(b, lo + BATCH_STEP), upper))
-    while b in totals and b + BATCH_STEP <= upper:  # Never compile a batch twice.
-      b += BATCH_STEP
     if b in totals:
       break
     compile_at(b)
+    side = totals[b] <= usable
+    stuck, last_side = (stuck + 1 if side == last_side else 1), side
   fit = [b for b, m in totals.items() if m <= usable]
   return max(fit, default=0), list(totals)
 
@@ -462,7 +468,7 @@ def _main(argv):
     row = run(config, target, topology, max_batch=FLAGS.max_batch, eval_step=FLAGS.eval_step)
     row['command'] = (f'python -m alexnet_jax.aot --config={config_file} --target={target} '
                       f'--topology={topology} --dtype={dtype}'
-                      + (f' --config.mesh.model={model_size}' if model_size is not None else ''))
+                      + f' --config.mesh.model={config.mesh.model}')
     print(format_row(row), flush=True)
     rows.append(row)
     if FLAGS.json:
@@ -482,8 +488,8 @@ def _main(argv):
 def markdown_table(rows: list[dict]) -> str:
   """The README's Targets table."""
   out = ['| target | mesh | dtype | batch (per device) | memory per device | largest batch per device '
-         '| collectives on model / data (train step) | projected images/s per device |',
-         '|---|---|---|---|---|---|---|---|']
+         '| collectives on model / data (train step) | projected images/s per device | command |',
+         '|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     count = lambda axis: sum(axis in c['axes'] for c in r['collectives'])
     ok = 'the paper\'s 4 + 3 transposes' if not r['exchange_problems'] else 'EXTRA'
@@ -491,7 +497,8 @@ def markdown_table(rows: list[dict]) -> str:
         f"| {r['devices']} x {r['device']} (`{r['target']} {r['topology']}`) | {r['mesh']} | {r['dtype']} "
         f"| {r['batch']} ({r['batch_per_device']}) | {_gb(r['memory']['total'])} of {_gb(r['memory_usable'])} "
         f"| {r.get('largest_batch_per_device', '-')} | {count('model')} ({ok}) / {count('data')} "
-        f"| {r['projection']['images_per_s_per_device']:,.0f} ({r['projection']['bound']}) |")
+        f"| {r['projection']['images_per_s_per_device']:,.0f} ({r['projection']['bound']}) "
+        f"| `{r['command'].replace('python -m alexnet_jax.aot --config=configs/paper.py ', '')}` |")
   return '\n'.join(out)
 
 
