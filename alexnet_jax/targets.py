@@ -181,15 +181,15 @@ def devices(target: str, topology: str) -> tuple[list, PerDevice]:
   except ImportError:
     raise ValueError(f'Compiling for TPU {target} needs libtpu: {AOT_EXTRA}.') from None
   _quiet_libtpu()
+  # JAX meshes on TPUs after v3 take one device per chip: a v4 chip's two TensorCores as one
+  # device ('megacore'), which libtpu's compile-only v4 topology does not default to.
+  options = {'chip_config_name': 'megacore'} if tpu.generation == 'v4' else {}
   try:
-    desc = topologies.get_topology_desc(topology_name=f'{tpu.generation}:{topology}', platform='tpu')
+    desc = topologies.get_topology_desc(topology_name=f'{tpu.generation}:{topology}', platform='tpu',
+                                        **options)
   except Exception as e:  # libtpu's own message names the constraint (e.g. a grid it has no slice of).
     raise ValueError(f'libtpu has no {tpu.generation} slice {topology!r} '
                      f'({str(e).splitlines()[0][:200]}): change --topology.') from None
   devs = list(desc.devices)
-  # libtpu's compile-only v4 devices are TensorCores (two per chip, no megacore): each
-  # device then has half a chip's memory, bandwidth and peak.
-  chips = len({tuple(d.coords) for d in devs})
-  share = chips / len(devs)
-  return devs, PerDevice(devs[0].device_kind, int(tpu.memory_bytes * share), tpu.memory_bandwidth * share,
-                         {k: v * share for k, v in tpu.peak_flops.items()}, tpu.source)
+  return devs, PerDevice(devs[0].device_kind, tpu.memory_bytes, tpu.memory_bandwidth, tpu.peak_flops,
+                         tpu.source)
