@@ -459,6 +459,16 @@ def _main(argv):
           [(FLAGS.target, FLAGS.topology, None, d) for d in (FLAGS.dtype or [FLAGS.config.model.dtype])])
   for target, topology, model_size, dtype in plan:
     targets.check(target, topology)  # Every row's flags before the first compile.
+  if FLAGS.dry_run:
+    for target, topology, model_size, dtype in plan:
+      config = FLAGS.config.copy_and_resolve_references()
+      if model_size is not None:
+        config.mesh.model = model_size
+      devices, device = targets.devices(target, topology)
+      layout = parallel.Layout.from_config(config, devices=devices)
+      print(f'dry run: {target} {topology} {dtype}: {len(devices)} x {device.kind}, {layout}; '
+            'nothing compiled.')
+    return 0
   for target, topology, model_size, dtype in plan:
     config = FLAGS.config.copy_and_resolve_references()
     config.model.dtype = dtype
@@ -521,6 +531,8 @@ def main():
   flags.DEFINE_list('table_targets', None, 'With --table: only these targets (e.g. h100,a100).')
   flags.DEFINE_bool('markdown', False, 'Print the rows as the README\'s markdown table at the end.')
   flags.DEFINE_string('json', None, 'Write the rows to this JSON file.')
+  flags.DEFINE_bool('dry_run', False, 'Check the flags, config, targets and layouts on the '
+                    'compile-only devices; compile nothing.')
   flags.mark_flags_as_required(['config'])
 
   def checked(argv):

@@ -22,8 +22,9 @@ from alexnet_jax import parallel
 from configs import paper, paper_one_column
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# Commands that would train, convert or time: checked with their --dry_run. Others run as written.
-DRY_RUN = ('alexnet_jax.main', 'alexnet_jax.convert', 'alexnet_jax.bench')
+# Commands that would train, convert, time or compile for accelerators: checked with their
+# --dry_run. Others run as written.
+DRY_RUN = ('alexnet_jax.main', 'alexnet_jax.convert', 'alexnet_jax.bench', 'alexnet_jax.aot')
 
 
 def readme_commands() -> list[list[str]]:
