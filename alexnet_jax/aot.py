@@ -62,7 +62,8 @@ class Collective:
   axes: tuple[str, ...]  # The mesh axes its groups span: ('model',), ('data',), both, or ().
   bytes: int  # Its result's size on one device.
   backward: bool  # Part of the gradient (a transpose), from JAX's name stack.
-  scope: str  # 'exchange_before_conv3', ..., or the op's JAX name.
+  scope: str  # 'exchange_before_conv3', ..., or the op's JAX name ('' where XLA gave none).
+  elements: int = 0  # Its (last) result's element count.
 
 
 def _replica_groups(line: str, devices: int) -> list[list[int]]:
@@ -108,8 +109,27 @@ def collectives(hlo_text: str, mesh_shape: tuple[int, int]) -> list[Collective]:
     exchange = re.search(r'exchange_before_\w+', op_name)
     found.append(Collective(match.group('kind'), tuple(a for a in parallel.AXES if a in axes), size,
                             'transpose(' in op_name,
-                            exchange.group(0) if exchange else op_name.split(')/')[-1]))
-  return found
+                            exchange.group(0) if exchange else op_name.split(')/')[-1],
+                            math.prod(int(d) for d in result[-1][1].split(',') if d) if result else 0))
+  return _name_rewritten_transposes(found)
+
+
+def _name_rewritten_transposes(found: list[Collective]) -> list[Collective]:
+  """XLA:TPU turns some small reduce-scatters into an all-reduce (and a slice) and drops
+  their JAX names. On the model axis such an all-reduce is the transpose of the forward
+  gather whose output has its element count and whose own transpose is missing: named so."""
+  gathers = {c.scope: c.elements for c in found
+             if c.kind == 'all-gather' and not c.backward and c.scope.startswith('exchange_before_')}
+  named = {c.scope for c in found if c.backward and c.scope.startswith('exchange_before_')}
+  out = []
+  for c in found:
+    if c.kind == 'all-reduce' and c.scope == '' and c.axes == ('model',):
+      match = [s for s, n in gathers.items() if n == c.elements and s not in named]
+      if match:
+        named.add(match[0])
+        c = dataclasses.replace(c, backward=True, scope=match[0])
+    out.append(c)
+  return out
 
 
 def exchange_problems(found: list[Collective], model_size: int) -> list[str]:
@@ -502,7 +522,8 @@ def markdown_table(rows: list[dict]) -> str:
          '|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     count = lambda axis: sum(axis in c['axes'] for c in r['collectives'])
-    ok = 'the paper\'s 4 + 3 transposes' if not r['exchange_problems'] else 'EXTRA'
+    ok = ('EXTRA' if r['exchange_problems'] else 'the paper\'s 4 + 3 transposes'
+              if r['mesh'].endswith('x2') else 'both columns on each device')
     out.append(
         f"| {r['devices']} x {r['device']} (`{r['target']} {r['topology']}`) | {r['mesh']} | {r['dtype']} "
         f"| {r['batch']} ({r['batch_per_device']}) | {_gb(r['memory']['total'])} of {_gb(r['memory_usable'])} "

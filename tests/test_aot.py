@@ -196,8 +196,8 @@ def test_h100_pair_compiles_the_paper_split_in_bfloat16():
 
 @_needs('libtpu')
 def test_tpu_v5e_slice_compiles_the_paper_split():
-  # float32: the bfloat16 TPU programs still carry two forward all-gathers on the model
-  # axis outside the network (README, Targets); not yet found and fixed.
+  # XLA:TPU writes two of this narrow network's transposes as all-reduces without JAX
+  # names: `aot.collectives` names them after their gathers (README, Targets).
   devices, device = targets.devices('v5e', '2x2')
   assert len(devices) == 4
   cfg = _config(2, 2, batch=16, small=True)
@@ -205,10 +205,12 @@ def test_tpu_v5e_slice_compiles_the_paper_split():
   compiled = aot.compile_train_step(cfg, layout, cfg.batch_size)
   _check_paper_exchange(compiled.collectives, 2)
   assert compiled.memory['total'] < device.memory_bytes
-  # XLA's cost analysis against the network's count: it leaves out conv1's input gradient
-  # (the image needs none), a few percent of the step.
-  network = 3 * aot.network_flops(layout.spec) * cfg.batch_size / len(devices)
-  assert 0.8 * network < compiled.flops < network
+  # XLA's cost analysis against the network's count (forward and twice that backward),
+  # less conv1's input gradient, which the image does not need: conv1's forward FLOPs over
+  # the taps that land on the image (2 per multiply-add, 8 maps of 3 channels).
+  conv1 = 2 * 602 ** 2 * 3 * cfg.model.conv_features[0]  # 602: test_network_flops' taps.
+  want = (3 * aot.network_flops(layout.spec) - conv1) * cfg.batch_size / len(devices)
+  assert abs(compiled.flops - want) < 0.1 * want  # Backends count elementwise work apart.
 
 
 def test_bad_targets_and_topologies_are_one_line_errors():
@@ -218,3 +220,18 @@ def test_bad_targets_and_topologies_are_one_line_errors():
     targets.devices('h100', '2x2')
   with pytest.raises(ValueError, match=r"TPU topology '1x1x2x' is not a chip grid"):
     targets.devices('v5e', '1x1x2x')
+
+
+def test_an_unnamed_all_reduce_of_a_gathered_shape_is_that_gather_s_transpose():
+  hlo = '\n'.join([
+      '%ag = bf16[8,32]{1,0} all-gather(bf16[8,16]{1,0} %x), replica_groups={{0,1},{2,3}}, dimensions={1}, '
+      'metadata={op_name="jit(train_step)/jvp()/shard_map/AlexNet/exchange_before_fc7/all_gather"}',
+      # XLA:TPU's rewrite of the transpose's reduce-scatter: an all-reduce with no name.
+      '%ar = f32[8,32]{1,0} all-reduce(f32[8,32]{1,0} %y), replica_groups={{0,1},{2,3}}, to_apply=%add',
+      # Not a gathered shape: left unnamed, and so counted against the paper's exchange.
+      '%other = f32[8,31]{1,0} all-reduce(f32[8,31]{1,0} %z), replica_groups={{0,1},{2,3}}, to_apply=%add',
+  ])
+  found = aot.collectives(hlo, (2, 2))
+  assert [(c.kind, c.backward, c.scope) for c in found] == [
+      ('all-gather', False, 'exchange_before_fc7'), ('all-reduce', True, 'exchange_before_fc7'),
+      ('all-reduce', False, '')]
