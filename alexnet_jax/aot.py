@@ -155,7 +155,8 @@ def exchange_problems(found: list[Collective], model_size: int) -> list[str]:
   return problems
 
 
-_DEFINITION = re.compile(r'^\s*(?:ROOT )?%(?P<name>[\w.\-]+) = (?P<type>\([^=]*?\)|\S+) (?P<op>[\w\-]+)\((?P<args>.*)$')
+_DEFINITION = re.compile(r'^\s*(?:ROOT )?%(?P<name>[\w.\-]+) = (?P<type>\([^=]*?\)|\S+) '
+                         r'(?P<op>[\w\-]+)\((?P<args>.*)$')
 
 
 def _instructions(hlo_text: str):
@@ -431,7 +432,7 @@ def format_row(row: dict) -> str:
   lines = [
       f"{row['target']} {row['topology']}: {row['devices']} x {row['device']}, mesh {row['mesh']} "
       f"(data x model), {row['dtype']}, batch {row['batch']} ({row['batch_per_device']} per device)",
-      f"  compile: " + ', '.join(f'{k} {v:.1f} s' for k, v in row['compile_s'].items()),
+      '  compile: ' + ', '.join(f'{k} {v:.1f} s' for k, v in row['compile_s'].items()),
       f"  memory per device (train step): arguments {_gb(m['arguments'])}, outputs {_gb(m['outputs'])} "
       f"({_gb(m['aliased'])} donated), temp {_gb(m['temp'])}, total {_gb(m['total'])} of "
       f"{_gb(usable)} usable ({_gb(row['memory_device'])} device): "
@@ -454,7 +455,8 @@ def format_row(row: dict) -> str:
           else 'both columns on each device, nothing crosses between devices for them')),
       f"  convolutions in: {', '.join(row['convolution_dtypes']) or '-'}",
       f"  projected, not measured (roofline): {proj['images_per_s_per_device']:,.0f} images/s per device, "
-      f"{proj['bound']}-bound (compute {proj['compute_ms']:.2f} ms at {proj['peak_flops'] / 1e12:,.1f} TFLOP/s, "
+      f"{proj['bound']}-bound (compute {proj['compute_ms']:.2f} ms at "
+      f"{proj['peak_flops'] / 1e12:,.1f} TFLOP/s, "
       f"memory {row['bytes'] / 1e9:,.2f} GB in {proj['memory_ms']:.2f} ms at "
       f"{proj['memory_bandwidth'] / 1e12:,.2f} TB/s)",
   ]
@@ -526,7 +528,8 @@ def markdown_table(rows: list[dict]) -> str:
               if r['mesh'].endswith('x2') else 'both columns on each device')
     out.append(
         f"| {r['devices']} x {r['device']} (`{r['target']} {r['topology']}`) | {r['mesh']} | {r['dtype']} "
-        f"| {r['batch']} ({r['batch_per_device']}) | {_gb(r['memory']['total'])} of {_gb(r['memory_usable'])} "
+        f"| {r['batch']} ({r['batch_per_device']}) "
+        f"| {_gb(r['memory']['total'])} of {_gb(r['memory_usable'])} "
         f"| {r.get('largest_batch_per_device', '-')} | {count('model')} ({ok}) / {count('data')} "
         f"| {r['projection']['images_per_s_per_device']:,.0f} ({r['projection']['bound']}) "
         f"| `{r['command'].replace('python -m alexnet_jax.aot --config=configs/paper.py ', '')}` |")

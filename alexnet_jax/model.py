@@ -7,7 +7,8 @@ written once, per column: `apply` runs it with every column on the current devic
 `alexnet_jax.parallel` runs the same module with one or two columns per device of a
 ('data', 'model') mesh. The two differ only in the `Placement` passed to the module: how
 the columns' activations are exchanged where a layer reads both columns (gathered
-before conv3, fc6 and fc7; fc8's partial logits summed), and which columns and examples this device holds (so that dropout
+before conv3, fc6 and fc7; fc8's partial logits summed), and which columns and examples
+this device holds (so that dropout
 masks do not depend on the layout).
 """
 

@@ -12,7 +12,8 @@ fc8 a `jax.lax.psum` of each device's partial logits (its columns' fc7 units tim
 rows of fc8's kernel), after which the logits and the loss are the same on every device
 of a 'model' group. Backward, the all-gathers' transposes are reduce-scatters and the
 sum's needs no communication, so nothing else crosses the 'model' axis
-(`python -m alexnet_jax.aot` checks the compiled programs). With size 1 the same per-column code runs both columns on each device. The batch is
+(`python -m alexnet_jax.aot` checks the compiled programs). With size 1 the same
+per-column code runs both columns on each device. The batch is
 split over 'data'.
 
 The loss is the mean over the global batch computed inside the mapped function;

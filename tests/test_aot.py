@@ -82,7 +82,8 @@ def test_collectives_read_kind_axis_size_and_direction():
       'metadata={op_name="jit(train_step)/jvp()/shard_map/AlexNet/exchange_before_conv3/all_gather"}',
       '%rs = f32[8,2048]{1,0} reduce-scatter(f32[8,4096]{1,0} %y), channel_id=2, '
       'replica_groups=[2,2]<=[4], dimensions={1}, to_apply=%add, '
-      'metadata={op_name="jit(train_step)/transpose(jvp())/shard_map/AlexNet/exchange_before_fc7/reduce_scatter"}',
+      'metadata={op_name="jit(train_step)/transpose(jvp())/shard_map/AlexNet/exchange_before_fc7/'
+      'reduce_scatter"}',
       '%ar = (f32[48]{0}, f32[11,11,3,48]{3,2,1,0}) all-reduce(f32[48]{0} %b, f32[11,11,3,48]{3,2,1,0} %k), '
       'channel_id=3, replica_groups=[2,2]<=[2,2]T(1,0), to_apply=%add, '
       'metadata={op_name="jit(train_step)/transpose(jvp())/shard_map/AlexNet/conv1/psum_invariant"}',
