@@ -131,7 +131,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """`--mode=eval`: the latest checkpoint of `workdir` on the eval split, every view scheme."""
   spec = preflight.check_config(config)
   layout = parallel.Layout.from_config(config, batch_sizes=(config.eval_batch_size,))
-  preflight.check_dataset(config, spec)
+  preflight.check_dataset(config, spec, training=False)  # Evaluation reads no training batch.
   ckpt_dir = os.path.join(workdir, 'checkpoints')
   step = None
   if os.path.isdir(ckpt_dir):

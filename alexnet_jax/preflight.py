@@ -66,12 +66,13 @@ def create_workdir(workdir: str) -> None:
                      '--workdir.') from None
 
 
-def check_dataset(config, spec: model.Spec) -> input_pipeline.DatasetInfo:
+def check_dataset(config, spec: model.Spec, *, training: bool = True) -> input_pipeline.DatasetInfo:
+  """The dataset against the model, and (training) against the batch size."""
   info = input_pipeline.dataset_info(config.data)
   if info.num_classes != spec.num_classes:
     raise ValueError(f'The dataset has {info.num_classes} classes but config.model.num_classes '
                      f'is {spec.num_classes}: set --config.model.num_classes={info.num_classes}.')
-  if config.batch_size > info.num_train:
+  if training and config.batch_size > info.num_train:
     raise ValueError(f'config.batch_size {config.batch_size} is larger than the training split '
                      f'({info.num_train} images in {config.data.source} '
                      f'{config.data.train_split!r}): set --config.batch_size to at most '
