@@ -673,7 +673,7 @@ class AlexNet(nn.Module):
     h = pool(h, 'pool2')
     if reached('pool2', h): return found['pool2']
     # conv3 reads both columns; conv4 and conv5 only their own.
-    x = both(h, 'conv3')
+    x = both(h, next(n for n in ('conv3', 'conv4', 'conv5') if n != spec.remove_conv))
     h = None
     for name, width in (('conv3', w3), ('conv4', w4), ('conv5', w5)):
       if name == spec.remove_conv:
