@@ -156,6 +156,9 @@ def _quiet_libtpu():
   # and an error about the host list when it loads; compiling needs neither.
   os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'v5litepod-4')
   os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
+  # libtpu locks /tmp/libtpu_lockfile so that two processes do not drive one TPU; compiling
+  # drives none, and a second compiling process (a test's subprocess) would be refused.
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 
 
 def devices(target: str, topology: str) -> tuple[list, PerDevice]:
