@@ -431,13 +431,7 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
   # with the PyTree handler (the Standard handler training saves with is a thin wrapper
   # over it, same files) because its PyTreeRestore can read the params alone
   # (partial_restore), not the optimizer state beside them.
-  try:
-    manager = ocp.CheckpointManager(
-        step_dir.parent, options=ocp.CheckpointManagerOptions(create=False),
-        item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f'cannot open {step_dir.parent} ({_one_line(e)}); pass a training '
-                          'workdir or its checkpoints/ directory.') from e
+  manager = _reading_manager(step_dir)
   try:
     step = int(step_dir.name)
     tree = manager.item_metadata(step)[STATE].tree
@@ -455,6 +449,17 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
   return restored[STATE]['params']
 
 
+def _reading_manager(step_dir: pathlib.Path) -> ocp.CheckpointManager:
+  """A manager that only reads the checkpoints beside `step_dir` (create=False)."""
+  try:
+    return ocp.CheckpointManager(
+        step_dir.parent, options=ocp.CheckpointManagerOptions(create=False),
+        item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f'cannot open {step_dir.parent} ({_one_line(e)}); pass a training '
+                          'workdir or its checkpoints/ directory.') from e
+
+
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
   """The meta dict (step, epoch, config as JSON text, ...) of the latest checkpoint under
   `path` (the places `load_params` takes), on the host; {} if that checkpoint has none."""
@@ -466,13 +471,7 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
   step_dir = _step_dir(path)
   if not (step_dir / META).is_dir():
     return {}
-  try:
-    manager = ocp.CheckpointManager(
-        step_dir.parent, options=ocp.CheckpointManagerOptions(create=False),
-        item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f'cannot open {step_dir.parent} ({_one_line(e)}); pass a training '
-                          'workdir or its checkpoints/ directory.') from e
+  manager = _reading_manager(step_dir)
   try:
     restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(**{
         META: ocp.args.JsonRestore()}))
