@@ -37,6 +37,8 @@ import os
 import pathlib
 import re
 import shutil
+import sys
+import traceback
 from typing import Any, Mapping
 
 import jax
@@ -64,22 +66,44 @@ class CheckpointSaveError(RuntimeError):
 
 
 class _OrbaxTracebacks(std_logging.Filter):
-  """Orbax logs each failure of its background threads at ERROR with a traceback, one per
-  thread, before the failure reaches us. `Checkpoints` raises each such failure as one
-  line, so while one is open these records go to DEBUG (shown with --verbosity=1)."""
+  """The echoes of one failed save, which `Checkpoints` reports itself as one line.
+
+  1. Orbax logs each failure of its background threads at ERROR with a traceback, one per
+     thread, before the failure reaches us.
+  2. When a write fails part way (a disk filled by another program), orbax's
+     `asyncio.gather` over tensorstore's writes returns at the first error and orbax closes
+     that thread's event loop; the other writes then fail too, and tensorstore's callback
+     for each calls `loop.call_soon_threadsafe` on the closed loop. Python reports each
+     as an unraisable `RuntimeError: Event loop is closed`, a traceback with no caller, on
+     stderr, after our one line. The loop and those callbacks belong to orbax and
+     tensorstore (nothing of ours can keep that loop open until they finish), so these,
+     and only these, go to the log at DEBUG with the rest of the save's detail.
+
+  While any `Checkpoints` is open both go to DEBUG (shown with --verbosity=1); everything
+  else passes through unchanged.
+  """
 
   def __init__(self):
     super().__init__()
     self._users = 0  # Open `Checkpoints`: the filter stays while any is open.
+    self._unraisablehook = None  # The hook ours passes everything else to.
+    # After a failed save, tensorstore's late callbacks can come after its `Checkpoints`
+    # closed: our hook then stays for the rest of the process.
+    self.save_failed = False
 
   def attach(self):
     self._users += 1
-    std_logging.getLogger('absl').addFilter(self)
+    if self._users == 1:
+      std_logging.getLogger('absl').addFilter(self)
+      self._unraisablehook = sys.unraisablehook
+      sys.unraisablehook = self._unraisable
 
   def detach(self):
     self._users = max(self._users - 1, 0)
     if not self._users:
       std_logging.getLogger('absl').removeFilter(self)
+      if sys.unraisablehook == self._unraisable and not self.save_failed:
+        sys.unraisablehook = self._unraisablehook
 
   def filter(self, record):
     if record.levelno >= std_logging.ERROR and record.exc_info and '/orbax/' in record.pathname:
@@ -87,6 +111,24 @@ class _OrbaxTracebacks(std_logging.Filter):
         return False
       record.levelno, record.levelname = std_logging.DEBUG, 'DEBUG'
     return True
+
+  def _unraisable(self, unraisable):
+    if _closed_loop_callback(unraisable):
+      logging.debug('A write of a failed save finished after orbax closed its event loop: '
+                    '%s (ignored; the save has failed and is reported once).',
+                    unraisable.exc_value)
+      return
+    (self._unraisablehook or sys.__unraisablehook__)(unraisable)
+
+
+def _closed_loop_callback(unraisable) -> bool:
+  """Whether an unraisable error is `call_soon_threadsafe` on a closed asyncio loop, called
+  from native code (a tensorstore future's callback): no Python frame of anyone's calls it."""
+  if not (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == 'Event loop is closed'):
+    return False
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return bool(frames) and frames[0].name == 'call_soon_threadsafe' and 'asyncio' in frames[0].filename
 
 
 _ORBAX_TRACEBACKS = _OrbaxTracebacks()
@@ -207,6 +249,7 @@ class Checkpoints:
       raise self._save_error(step, nbytes, e) from e
 
   def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
+    _ORBAX_TRACEBACKS.save_failed = True
     text = str(error)
     code = re.search(r"os_error_code='?(\d+)", text)
     cause = os.strerror(int(code.group(1))) if code else _one_line(error)
@@ -476,8 +519,8 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(**{
         META: ocp.args.JsonRestore()}))
   except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f'cannot read {step_dir / META} ({_one_line(e)}); delete that step '
-                          'directory or pass another one.') from e
+    raise CheckpointError(f'cannot read {step_dir / META} ({_one_line(e)}); pass another step '
+                          'directory (checkpoints/<step>); this one is left as it is.') from e
   finally:
     manager.close()
   return dict(restored[META] or {})
