@@ -10,8 +10,9 @@ step:  the jitted train step as training runs it (default config, synthetic inpu
 input: the training input pipeline over generated 500x375 and 256x256 JPEGs.
 stores: per core, on generated 500x375 JPEGs: the stats pass, prepare (jpeg, raw), and the
        training feed from each store with augment_on='host' and 'device'.
-pipeline: the train step fed by that pipeline (generated 256x256 JPEGs), beside the
-       synthetic-input step of the same run.
+pipeline: the train step fed by that pipeline (generated 256x256 JPEGs, a prepared copy),
+       alternating step by step with the same step on synthetic input of the same form,
+       for --augment_on=host, device or both (default).
 
   python -m alexnet_jax.bench --mode=step --batch_size=32 --steps=10 --torch --json=step.json
 """
@@ -38,6 +39,8 @@ def _parse(argv):
                       help="also time the step compiled with XLA's default options, alternating")
   parser.add_argument('--torch', action='store_true',
                       help='also time the PyTorch eager reference (needs torch)')
+  parser.add_argument('--augment_on', choices=('host', 'device', 'both'), default='both',
+                      help="--mode=pipeline: where Sec. 4.1's augmentation runs")
   parser.add_argument('--input_images', type=int, default=256, help='JPEGs generated per size')
   parser.add_argument('--input_batches', type=int, default=20)
   parser.add_argument('--input_warmup', type=int, default=3)
@@ -136,10 +139,10 @@ def main(argv=None) -> int:
          'batch_size': args.batch_size,
          'mesh': {'data': args.mesh_data, 'model': args.mesh_model}, 'dtype': args.dtype}
 
-  if args.mode in ('step', 'pipeline', 'all'):
-    from alexnet_jax import parallel
+  from alexnet_jax import parallel
+  layout = parallel.Layout.from_config(config, batch_sizes=(args.batch_size,))
+  if args.mode in ('step', 'all'):
     from alexnet_jax.bench import step
-    layout = parallel.Layout.from_config(config, batch_sizes=(args.batch_size,))
     out['step'] = step.run(config, layout, batch_size=args.batch_size, steps=args.steps,
                            matmul_n=args.matmul_n, xla_defaults=args.xla_defaults)
     torch_r = None
@@ -159,12 +162,15 @@ def main(argv=None) -> int:
 
   if args.mode in ('pipeline', 'all'):
     from alexnet_jax.bench import step
-    p = out['pipeline'] = step.run_pipeline(config, layout, batch_size=args.batch_size,
-                                            steps=args.steps)
-    print('\n== train step fed by the input pipeline ==')
-    print(f"{p['source']}: step median {p['step_median_s'] * 1e3:,.1f} ms = "
-          f"{p['images_per_s']:.1f} images/s (synthetic input, same run: "
-          f"{out['step']['images_per_s']:.1f} images/s)")
+    print('\n== train step fed by the input pipeline, alternating with synthetic input ==')
+    out['pipeline'] = []
+    for where in (('host', 'device') if args.augment_on == 'both' else (args.augment_on,)):
+      p = step.run_pipeline(config, layout, batch_size=args.batch_size, steps=args.steps,
+                            augment_on=where, num_images=args.input_images)
+      out['pipeline'].append(p)
+      print(f"augment_on={where}: fed {p['images_per_s']:.1f} images/s, synthetic "
+            f"{p['synthetic_images_per_s']:.1f} images/s (medians of {p['steps']} steps each): "
+            f"fed/synthetic = {p['fed_over_synthetic']:.3f}; {p['source']}")
 
   if args.mode in ('input', 'all'):
     out['input'] = _run_input(config, args)

@@ -195,31 +195,35 @@ def _run(config, layout, *, batch_size, steps, matmul_n, xla_defaults):
 
 
 def run_pipeline(config, layout: parallel.Layout, *, batch_size: int, steps: int,
-                 jpeg_size: tuple[int, int] = (256, 256), num_images: int = 256) -> dict:
-  """The same train step fed by the training input pipeline, not synthetic arrays.
+                 augment_on: str = 'host', jpeg_size: tuple[int, int] = (256, 256),
+                 num_images: int = 256) -> dict:
+  """The train step fed by the real training pipeline, beside the same step on synthetic
+  input, alternating step by step in one run (the machine's load hits both alike).
 
-  Generated JPEGs (bench.input.write_jpegs) in a 'folder' source go through the whole
-  training pipeline (decode, crops, reflections, lighting) and `data.pipeline.device_batches`,
-  as in training; each timed step includes waiting for its batch. Compile time is not
-  timed. Compare `images_per_s` with `run`'s synthetic-input figure from the same run.
+  Generated JPEGs (bench.input.write_jpegs, stored size: a prepared copy) in a 'folder'
+  source go through the training pipeline and `data.pipeline.device_batches` as in
+  training, with `augment_on` 'host' (float32 224 crops made by tf.data) or 'device'
+  (uint8 stored images plus (epoch, index); the step makes the crops). The synthetic input
+  has the same form, already on the devices. Each fed step's time includes waiting for its
+  batch; compile time is not timed. `fed_over_synthetic` < 1 is what the pipeline costs.
   """
   with jax.set_mesh(layout.mesh):
     return _run_pipeline(config, layout, batch_size=batch_size, steps=steps,
-                         jpeg_size=jpeg_size, num_images=num_images)
+                         augment_on=augment_on, jpeg_size=jpeg_size, num_images=num_images)
 
 
-def _run_pipeline(config, layout, *, batch_size, steps, jpeg_size, num_images):
+def _run_pipeline(config, layout, *, batch_size, steps, augment_on, jpeg_size, num_images):
   import gc
   import os
   import tempfile
 
-  from alexnet_jax import input_pipeline
-  from alexnet_jax.data import pipeline
+  from alexnet_jax import train  # Imports the input pipeline (TensorFlow) too.
   from alexnet_jax.bench import input as input_bench
+  from alexnet_jax.data import pipeline
+  from alexnet_jax.data.spec import DataSpec
 
   config = config.copy_and_resolve_references()
-  step_fns, state = make_train_step(config, layout, batch_size)
-  step_fn = step_fns['ours']
+  layout.check_batch(batch_size)
   with tempfile.TemporaryDirectory() as tmp:
     input_bench.write_jpegs(os.path.join(tmp, 'images'), jpeg_size=jpeg_size,
                             num_images=num_images)
@@ -227,28 +231,54 @@ def _run_pipeline(config, layout, *, batch_size, steps, jpeg_size, num_images):
     data_cfg.source = 'folder'
     data_cfg.folder = os.path.join(tmp, 'images')
     data_cfg.data_dir = os.path.join(tmp, 'data_dir')
+    data_cfg.augment_on = augment_on
     # Constants, not a statistics pass over the generated images: the pass is not what is
     # timed, and any mean image costs the same per batch.
     data_cfg.statistics = 'imagenet'
+    spec = DataSpec.from_config(data_cfg)
+    tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
+    step_fn = train.make_train_step(layout, tx, batch_size,
+                                    train.device_augment(spec, config.seed))
+    state = train.init_state(config, layout, tx)
+    synthetic = _synthetic_feed(config, layout, batch_size, spec)
     batches = pipeline.device_batches(
-        input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0),
+        pipeline.train_batches(spec, global_batch_size=batch_size, seed=0),
         layout, depth=data_cfg.prefetch_batches)
-    for _ in range(WARMUP_STEPS):  # The first compiles.
+
+    def fed():
       batch = next(batches)
-      state, metrics = step_fn(state, batch['images'], batch['labels'])
-      jax.block_until_ready(state)
-    times = []
-    for _ in range(steps):
-      start = time.perf_counter()
-      batch = next(batches)
-      state, metrics = step_fn(state, batch['images'], batch['labels'])
-      jax.block_until_ready(state)
-      times.append(time.perf_counter() - start)
+      return [batch[k] for k in ('images', 'labels', 'epoch', 'index') if k in batch]
+
+    times = {'synthetic': [], 'fed': []}
+    for i in range(WARMUP_STEPS + steps):  # The first steps compile; then alternate.
+      for kind in ('synthetic', 'fed'):
+        start = time.perf_counter()
+        inputs = synthetic if kind == 'synthetic' else fed()
+        state, metrics = step_fn(state, *inputs)
+        jax.block_until_ready(state)
+        if i >= WARMUP_STEPS:
+          times[kind].append(time.perf_counter() - start)
     del batches  # Stops the prefetching threads before their files are deleted.
     gc.collect()
-  median = statistics.median(times)
+  medians = {kind: statistics.median(t) for kind, t in times.items()}
   return {'source': f'folder of {num_images} generated {jpeg_size[0]}x{jpeg_size[1]} JPEGs',
-          'batch_size': batch_size, 'dtype': config.model.dtype, 'steps': steps,
-          'step_median_s': median, 'step_min_s': min(times), 'step_max_s': max(times),
-          'step_times_s': times, 'images_per_s': batch_size / median,
+          'augment_on': augment_on, 'batch_size': batch_size, 'dtype': config.model.dtype,
+          'steps': steps, 'step_median_s': medians['fed'],
+          'synthetic_step_median_s': medians['synthetic'],
+          'images_per_s': batch_size / medians['fed'],
+          'synthetic_images_per_s': batch_size / medians['synthetic'],
+          'fed_over_synthetic': medians['synthetic'] / medians['fed'],
+          'step_times_s': times['fed'], 'synthetic_step_times_s': times['synthetic'],
           'final_loss': float(metrics['loss'])}
+
+
+def _synthetic_feed(config, layout, batch_size: int, spec) -> list:
+  """Step inputs of the form the pipeline gives for `spec`, already on the devices."""
+  if not spec.augment_on_device:
+    return list(synthetic_batch(config, layout, batch_size))
+  size, sharding = spec.stored_size, layout.batch_sharding
+  images = jax.random.randint(jax.random.key(1), (batch_size, size, size, 3), 0, 256, jnp.int32)
+  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, config.model.num_classes)
+  index = jnp.arange(batch_size, dtype=jnp.int32)
+  return [jax.device_put(x, sharding) for x in
+          (images.astype(jnp.uint8), labels, jnp.zeros_like(index), index)]
