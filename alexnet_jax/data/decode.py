@@ -17,6 +17,31 @@ def decode(encoded: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
+# libjpeg decodes at 1/2, 1/4 or 1/8 scale in the DCT domain, skipping most of the inverse
+# DCT and colour conversion, and the resample then starts from fewer pixels.
+DCT_SCALES = (2, 4, 8)
+
+
+def decode_at_least(encoded: tf.Tensor, size: int) -> tf.Tensor:
+  """`decode`, except that a JPEG whose shorter side is at least twice `size` is decoded by
+  libjpeg at the smallest 1/2, 1/4 or 1/8 scale that keeps that side >= `size`.
+
+  Only photographs larger than 2 x 256 on their shorter side change (ImageNet's median,
+  500x375, does not): each decodes 1.3-1.9x faster and resamples from 4-16x fewer pixels,
+  and the stored image moves by about one grey level on average (README, "Decoding").
+  """
+  def scaled():
+    shape = tf.image.extract_jpeg_shape(encoded)
+    shorter = tf.minimum(shape[0], shape[1])
+    # How many of 2, 4, 8 keep the decoded shorter side (ceil(shorter / r)) >= size.
+    k = tf.reduce_sum(tf.cast(shorter // tf.constant(DCT_SCALES) >= size, tf.int32))
+    branches = [lambda: decode(encoded)] + [
+        lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in DCT_SCALES]
+    return tf.switch_case(k, branches)
+
+  return tf.cond(tf.io.is_jpeg(encoded), scaled, lambda: decode(encoded))
+
+
 def resize_and_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
   """Sec. 2: shorter side to `size`, then the central size x size patch; float32 0-255."""
   shape = tf.shape(image)
@@ -41,7 +66,7 @@ def resize_and_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
 
 def decode_stored(encoded: tf.Tensor, size: int) -> tf.Tensor:
   """Encoded image -> the stored size x size float32 image of Sec. 2 (mean not removed)."""
-  image = decode(encoded)
+  image = decode_at_least(encoded, size)
   image.set_shape([None, None, 3])
   image = resize_and_center_crop(image, size)
   image.set_shape([size, size, 3])
@@ -56,7 +81,7 @@ def to_uint8(image: tf.Tensor) -> tf.Tensor:
 def decode_stored_uint8(encoded: tf.Tensor, size: int) -> tf.Tensor:
   """Encoded image -> the stored size x size uint8 image (what `augment_on='device'` ships):
   an image stored at that size already (a prepared copy) is passed on as decoded."""
-  image = decode(encoded)
+  image = decode_at_least(encoded, size)
   image.set_shape([None, None, 3])
   shape = tf.shape(image)
   image = tf.cond(tf.logical_and(shape[0] == size, shape[1] == size), lambda: image,
