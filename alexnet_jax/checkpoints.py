@@ -39,7 +39,7 @@ import re
 import shutil
 import sys
 import traceback
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -90,6 +90,7 @@ class _OrbaxTracebacks(std_logging.Filter):
     # After a failed save, tensorstore's late callbacks can come after its `Checkpoints`
     # closed: our hook then stays for the rest of the process.
     self.save_failed = False
+    self.first_error = None  # The first orbax error logged (see `filter`).
 
   def attach(self):
     self._users += 1
@@ -107,6 +108,9 @@ class _OrbaxTracebacks(std_logging.Filter):
 
   def filter(self, record):
     if record.levelno >= std_logging.ERROR and record.exc_info and '/orbax/' in record.pathname:
+      # The first error of a save: in a multi-process run the error that reaches us can be a
+      # barrier timeout between processes, and this the cause (a full disk) behind it.
+      self.first_error = self.first_error or record.exc_info[1]
       if not std_logging.getLogger('absl').isEnabledFor(std_logging.DEBUG):
         return False
       record.levelno, record.levelname = std_logging.DEBUG, 'DEBUG'
@@ -201,6 +205,9 @@ class Checkpoints:
           'move it aside or point --workdir elsewhere.') from e
     _ORBAX_TRACEBACKS.attach()
     self._pending = None  # (step, bytes) of the save still being written in the background.
+    self._last_step = None  # The step of the last save started.
+    self._failure = None  # This process's CheckpointSaveError, once a save has failed.
+    self._raised = False  # A save error was raised: close() then waits for nothing.
     self._closed = False
 
   def save(self, step: int, state: Any, meta: Mapping[str, Any], *,
@@ -219,38 +226,75 @@ class Checkpoints:
     self.check_saves(wait=True)  # Orbax waits for the previous save: its error is ours first.
     nbytes = sum(getattr(x, 'nbytes', 0) for x in jax.tree.leaves(data))
     free = _free_bytes(self.directory)
-    if free is not None and free < nbytes:
-      # Refused before any write: a save that fails part way fails in orbax's threads,
-      # whose other writes may then complete into a closed asyncio loop.
+    short = free is not None and free < nbytes
+    if jax.process_count() > 1:
+      # Orbax's save is collective: a process refusing alone would leave the others waiting
+      # for it in orbax's barriers. All refuse if any lacks the room.
+      shorts = np.flatnonzero(_all_processes([short])[:, 0])
+      if len(shorts) and not short:
+        self._raised = True
+        raise CheckpointSaveError(self._save_message(
+            int(step), f'{os.strerror(errno.ENOSPC)} on process(es) {list(shorts)}', nbytes))
+    if short:
+      # Refused before any write: a save that fails part way fails in orbax's threads.
+      self._raised = True
       raise CheckpointSaveError(self._save_message(int(step), os.strerror(errno.ENOSPC), nbytes,
                                                    free=free))
     try:
       saved = self._manager.save(int(step), args=args, force=force)
     except Exception as e:  # pylint: disable=broad-except
+      self._raised = True
       raise self._save_error(int(step), nbytes, e) from e
     if saved:
       self._pending = (int(step), nbytes)
+      self._last_step = int(step)
     if force:
       self.check_saves(wait=True)
     return saved
+
+  def failed(self) -> bool:
+    """Whether this process's last background save has ended in an error. Never waits."""
+    if (self._failure is None and self._pending is not None
+        and not self._manager.is_saving_in_progress()):
+      self._collect()
+    return self._failure is not None
+
+  def _collect(self) -> None:
+    """Waits for the save being written and keeps its error as a CheckpointSaveError."""
+    step, nbytes = self._pending
+    self._pending = None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      self._failure = self._save_error(step, nbytes, e)
+      self._failure.__cause__ = e
+
+  def raise_failure(self, elsewhere: Sequence[int] | bool = ()) -> None:
+    """Raises this process's save error; or, if `elsewhere` (processes, or True), that the
+    save failed on another process, whose own line gives the cause."""
+    if self._failure is not None:
+      self._raised = True
+      raise self._failure
+    if elsewhere is not False and (elsewhere is True or len(elsewhere)):
+      self._raised = True
+      where = 'another process' if elsewhere is True else f'process(es) {list(elsewhere)}'
+      raise CheckpointSaveError(self._save_message(
+          self._last_step, f'it failed on {where} (that process\'s log line has the cause)', 0))
 
   def check_saves(self, wait: bool = False) -> None:
     """Raises CheckpointSaveError if the last background save failed; call it each step.
 
     Without `wait` it returns at once while that save is still being written.
     """
-    if self._pending is None or (not wait and self._manager.is_saving_in_progress()):
-      return
-    step, nbytes = self._pending
-    self._pending = None
-    try:
-      self._manager.wait_until_finished()
-    except Exception as e:  # pylint: disable=broad-except
-      raise self._save_error(step, nbytes, e) from e
+    if wait and self._pending is not None:
+      self._collect()
+    else:
+      self.failed()
+    self.raise_failure()
 
   def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
     _ORBAX_TRACEBACKS.save_failed = True
-    text = str(error)
+    text = f'{error} {_ORBAX_TRACEBACKS.first_error or ""}'
     code = re.search(r"os_error_code='?(\d+)", text)
     cause = os.strerror(int(code.group(1))) if code else _one_line(error)
     need = re.search(r'Failed to write (\d+) bytes', text)
@@ -343,15 +387,21 @@ class Checkpoints:
     self.check_saves(wait=True)
 
   def close(self) -> None:
-    """Waits for the last save and closes orbax's threads; a save error is raised after."""
+    """Waits for the last save and closes orbax's threads; a save error is raised after.
+
+    After a save error was raised nothing is waited for: on the processes whose own save
+    did not fail, orbax's thread waits for the failed one in a barrier it never reaches.
+    """
     if self._closed:
       return
     self._closed = True
     try:
-      self.check_saves(wait=True)
+      if not self._raised:
+        self.check_saves(wait=True)
     finally:
       try:
-        self._manager.close()
+        if not self._raised or self._failure is not None:
+          self._manager.close()
       except Exception:  # pylint: disable=broad-except
         pass  # Its only error is the failed save that check_saves has just raised.
       _ORBAX_TRACEBACKS.detach()
@@ -389,6 +439,13 @@ def verify(step_dir: pathlib.Path) -> None:
     named = _named_file(str(e), step_dir / STATE)
     raise CheckpointError(f'checkpoint {step_dir} is damaged: {named} cannot be read '
                           f'({_one_line(e)}).') from None
+
+
+def _all_processes(flags) -> np.ndarray:
+  """[process, flag] of every process's `flags` (a collective: all processes call it)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(np.asarray(flags, np.int32))).reshape(
+      jax.process_count(), len(flags))
 
 
 def _free_bytes(directory: pathlib.Path) -> int | None:

@@ -121,16 +121,17 @@ def all_finite(tree) -> jax.Array:
 
 
 class _Preemption:
-  """Turns SIGTERM (a pod's pre-emption notice) into a flag the loop checks each step.
+  """Turns SIGTERM (a pod's pre-emption notice) and a failed background save into flags
+  the loop checks each step.
 
-  In a multi-process run the notice may reach one host only, yet orbax saves are
-  collective: every process must save, and at the same step. `agreed` is the flag
-  OR-ed over the processes. Each step it dispatches a tiny all-reduce of this
-  process's flag and reads the one dispatched the step before, so all processes stop
-  at the same step (one after the first SIGTERM seen) and the host stays one step
-  ahead of the devices rather than waiting on each step. Every step, not every N:
-  a pre-emption notice leaves tens of seconds, and the check costs no extra wait.
-  A single process reads its own flag, with no device work.
+  In a multi-process run the notice may reach one host only, and a save may fail on one
+  host only (its disk), yet orbax saves are collective: every process must save, and at
+  the same step, and stop at the same step. `agreed` gives the flags OR-ed over the
+  processes. Each step it dispatches a tiny all-reduce of this process's flags and reads
+  the one dispatched the step before, so all processes stop at the same step (one after
+  the first seen) and the host stays one step ahead of the devices rather than waiting on
+  each step. Every step, not every N: a pre-emption notice leaves tens of seconds, and
+  the check costs no extra wait. A single process reads its own flags, with no device work.
   """
 
   def __init__(self):
@@ -151,22 +152,26 @@ class _Preemption:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
 
-  def agreed(self, layout: parallel.Layout) -> bool:
-    """Whether any process has requested a stop; call it at every step on every process."""
+  def agreed(self, layout: parallel.Layout, save_failed: bool = False) -> tuple[bool, bool]:
+    """(stop requested, a save failed) on any process; call it at every step on every process."""
     if jax.process_count() == 1:
-      return self.requested
-    # One flag per local device of the mesh, so the array spans every process.
+      return self.requested, save_failed
+    # One row of flags per local device of the mesh, so the array spans every process.
     mesh = layout.mesh
     spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.AXES))
     local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-    flags = jax.make_array_from_process_local_data(spread, np.full([local], self.requested))
+    flags = jax.make_array_from_process_local_data(
+        spread, np.tile(np.array([[self.requested, save_failed]]), (local, 1)))
     previous, self._pending = self._pending, _any_flag(flags, layout.replicated)
-    return previous is not None and bool(previous)
+    if previous is None:
+      return False, False
+    stop, failed = np.asarray(previous)
+    return bool(stop), bool(failed)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _any_flag(flags, out_sharding):
-  return jax.lax.with_sharding_constraint(jnp.any(flags), out_sharding)
+  return jax.lax.with_sharding_constraint(jnp.any(flags, axis=0), out_sharding)
 
 
 def _meta(config, step: int, steps_per_epoch: int) -> dict:
@@ -261,7 +266,6 @@ def _train_and_evaluate(config, workdir, spec, layout, info) -> dict:
     step = start
     with _Preemption() as preemption:
       while step < total_steps:
-        ckpt.check_saves()  # A background save that failed stops the run here, in one line.
         batch = next(batches)
         state, step_metrics = train_step(state, batch['images'], batch['labels'],
                                          *[batch[k] for k in ('epoch', 'index') if k in batch])
@@ -304,7 +308,11 @@ def _train_and_evaluate(config, workdir, spec, layout, info) -> dict:
                          1 / config.optim.decay_factor)
           throughput.mark(step)  # Evaluation time is not training throughput.
 
-        stop = preemption.agreed(layout)
+        # A background save that failed (here or on another process) stops the run here on
+        # every process, in one line.
+        stop, save_failed = preemption.agreed(layout, ckpt.failed())
+        if save_failed:
+          ckpt.raise_failure(elsewhere=True)
         if step % config.checkpoint_every_steps == 0 or stop:
           if not bool(all_finite(state['params'])):
             raise TrainingDiverged(f'A parameter became NaN/Inf by step {step}; stopped without '
