@@ -10,6 +10,7 @@ dropout, every layout computes the same update, up to float32 summation order.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -126,9 +127,12 @@ def test_two_processes_train_like_one(config_file, two_by_two, tmp_path):
 
 
 def test_two_processes_resume(config_file, two_by_two, tmp_path):
+  # The whole run's workdir as it was at step 3: its checkpoint there, none after, no results.
   workdir = str(tmp_path / 'parts')
-  run_local(2, 2, config_file, workdir, '--config.max_steps=3')
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3']
+  shutil.copytree(two_by_two[0], workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '6'))
+  os.remove(os.path.join(workdir, 'eval.json'))
   log = run_local(2, 2, config_file, workdir)
   assert 'Resumed from' in log and 'at step 3' in log
   assert_same_params(alexnet_jax.load_params(two_by_two[0]), alexnet_jax.load_params(workdir))
