@@ -38,6 +38,7 @@ import pathlib
 import re
 import shutil
 import sys
+import time
 import traceback
 from typing import Any, Mapping, Sequence
 
@@ -66,7 +67,7 @@ class CheckpointSaveError(RuntimeError):
 
 
 class _OrbaxTracebacks(std_logging.Filter):
-  """The echoes of one failed save, which `Checkpoints` reports itself as one line.
+  """The echoes of a failed save (or read), which we report ourselves as one line.
 
   1. Orbax logs each failure of its background threads at ERROR with a traceback, one per
      thread, before the failure reaches us.
@@ -75,27 +76,29 @@ class _OrbaxTracebacks(std_logging.Filter):
      that thread's event loop; the other writes then fail too, and tensorstore's callback
      for each calls `loop.call_soon_threadsafe` on the closed loop. Python reports each
      as an unraisable `RuntimeError: Event loop is closed`, a traceback with no caller, on
-     stderr, after our one line. The loop and those callbacks belong to orbax and
-     tensorstore (nothing of ours can keep that loop open until they finish), so these,
-     and only these, go to the log at DEBUG with the rest of the save's detail.
+     stderr, after our one line (a failed read leaves them too). The loop and those
+     callbacks belong to orbax and tensorstore (nothing of ours can keep that loop open
+     until they finish), so these, and only these, go to the log at DEBUG with the rest
+     of the failure's detail.
 
-  While any `Checkpoints` is open both go to DEBUG (shown with --verbosity=1); everything
-  else passes through unchanged.
+  While any `Checkpoints` (or `load_params`, `load_meta`) is open both go to DEBUG (shown
+  with --verbosity=1), and the second for the rest of the process once a save or read has
+  failed; everything else passes through unchanged.
   """
 
   def __init__(self):
     super().__init__()
     self._users = 0  # Open `Checkpoints`: the filter stays while any is open.
     self._unraisablehook = None  # The hook ours passes everything else to.
-    # After a failed save, tensorstore's late callbacks can come after its `Checkpoints`
-    # closed: our hook then stays for the rest of the process.
-    self.save_failed = False
+    # After a failed save or read, tensorstore's late callbacks can come after its
+    # `Checkpoints` closed: our hook then stays for the rest of the process.
+    self.failed = False
     self.first_error = None  # The first orbax error logged (see `filter`).
 
   def attach(self):
     self._users += 1
-    if self._users == 1:
-      std_logging.getLogger('absl').addFilter(self)
+    std_logging.getLogger('absl').addFilter(self)  # Once: a logger holds a filter once.
+    if sys.unraisablehook != self._unraisable:
       self._unraisablehook = sys.unraisablehook
       sys.unraisablehook = self._unraisable
 
@@ -103,7 +106,7 @@ class _OrbaxTracebacks(std_logging.Filter):
     self._users = max(self._users - 1, 0)
     if not self._users:
       std_logging.getLogger('absl').removeFilter(self)
-      if sys.unraisablehook == self._unraisable and not self.save_failed:
+      if sys.unraisablehook == self._unraisable and not self.failed:
         sys.unraisablehook = self._unraisablehook
 
   def filter(self, record):
@@ -284,16 +287,30 @@ class Checkpoints:
   def check_saves(self, wait: bool = False) -> None:
     """Raises CheckpointSaveError if the last background save failed; call it each step.
 
-    Without `wait` it returns at once while that save is still being written.
+    Without `wait` it returns at once while that save is still being written. With `wait`,
+    in a multi-process run every process waits together and every one raises if any
+    process's save failed: one process blocked alone on a save that failed on another
+    waits for ever in orbax's barriers.
     """
-    if wait and self._pending is not None:
+    if wait and jax.process_count() > 1:
+      self._wait_together()
+    elif wait and self._pending is not None:
       self._collect()
     else:
       self.failed()
     self.raise_failure()
 
+  def _wait_together(self) -> None:
+    while True:
+      self.failed()
+      flags = _all_processes([self._failure is not None, self._pending is not None])
+      self.raise_failure(np.flatnonzero(flags[:, 0]))
+      if not flags[:, 1].any():
+        return
+      time.sleep(0.1)  # Some process's save is still being written.
+
   def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
-    _ORBAX_TRACEBACKS.save_failed = True
+    _ORBAX_TRACEBACKS.failed = True
     text = f'{error} {_ORBAX_TRACEBACKS.first_error or ""}'
     code = re.search(r"os_error_code='?(\d+)", text)
     cause = os.strerror(int(code.group(1))) if code else _one_line(error)
@@ -336,6 +353,7 @@ class Checkpoints:
           META: ocp.args.JsonRestore(),
       }))
     except Exception as e:  # pylint: disable=broad-except
+      _ORBAX_TRACEBACKS.failed = True
       raise CheckpointError(
           f'cannot restore checkpoint {step_dir} ({_one_line(e)}): resume with the config that '
           'wrote it (its meta/metadata holds it), or point --workdir elsewhere.') from e
@@ -532,6 +550,7 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
   # over it, same files) because its PyTreeRestore can read the params alone
   # (partial_restore), not the optimizer state beside them.
   manager = _reading_manager(step_dir)
+  _ORBAX_TRACEBACKS.attach()
   try:
     step = int(step_dir.name)
     tree = manager.item_metadata(step)[STATE].tree
@@ -541,11 +560,13 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args, partial_restore=True)}))
   except Exception as e:  # pylint: disable=broad-except
+    _ORBAX_TRACEBACKS.failed = True
     raise CheckpointError(
         f'cannot read params from {state_dir} ({_one_line(e)}); pass another step '
         'directory (checkpoints/<step>).') from e
   finally:
     manager.close()
+    _ORBAX_TRACEBACKS.detach()
   return restored[STATE]['params']
 
 
@@ -572,12 +593,15 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
   if not (step_dir / META).is_dir():
     return {}
   manager = _reading_manager(step_dir)
+  _ORBAX_TRACEBACKS.attach()
   try:
     restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(**{
         META: ocp.args.JsonRestore()}))
   except Exception as e:  # pylint: disable=broad-except
+    _ORBAX_TRACEBACKS.failed = True
     raise CheckpointError(f'cannot read {step_dir / META} ({_one_line(e)}); pass another step '
                           'directory (checkpoints/<step>); this one is left as it is.') from e
   finally:
     manager.close()
+    _ORBAX_TRACEBACKS.detach()
   return dict(restored[META] or {})

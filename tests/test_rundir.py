@@ -18,6 +18,7 @@ import types
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import alexnet_jax
 from alexnet_jax import checkpoints, preflight, rundir, train
@@ -353,6 +354,30 @@ def test_a_truncated_statistics_file_is_named(folder, tmp_path, tiny_config):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert str(info.value).startswith(f'the dataset statistics file {bad} is damaged')
   assert not (tmp_path / 'run').exists()
+
+
+def test_statistics_that_cannot_be_written_are_one_line_and_leave_no_part(folder, tmp_path,
+                                                                         tiny_config, monkeypatch):
+  small = tmp_path / 'small'
+  mounted = _small_filesystem(small, '8k')  # Less than the tiny run's mean image.
+  try:
+    config = tiny_config(folder)
+    config.data.stats_file = str(small / 'stats.npz')
+    if not mounted:  # Without root: the write fails as a full disk fails it.
+      def full(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, 'write failed; No space left on device')
+      monkeypatch.setattr(tf.io.gfile.GFile, 'write', full)
+    with pytest.raises(ValueError) as info:
+      train.train_and_evaluate(config, str(tmp_path / 'run'))
+    message = str(info.value)
+    assert message.startswith('cannot write the statistics (') and '\n' not in message
+    assert f'to {small / "stats.npz"}: ' in message and 'data_dir' in message
+    assert 'No space left on device' in message or 'File too large' in message
+    assert os.listdir(small) == []  # No part-written file is left.
+    assert not (tmp_path / 'run').exists()
+  finally:
+    if mounted:
+      subprocess.run(['umount', str(small)], check=False)
 
 
 def test_divergence_before_any_checkpoint_says_so(folder, tmp_path, tiny_config):

@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: `python -m alexnet_jax.bench [--mode=step|input|all]`.
+"""Benchmarks that print figures: `python -m alexnet_jax.bench --mode=MODE` (default step).
 
 step:  the jitted train step as training runs it (default config, synthetic input on the
        devices): compile time, median step time, images/s, FLOPs and FLOP/s beside a
@@ -10,6 +10,8 @@ step:  the jitted train step as training runs it (default config, synthetic inpu
 input: the training input pipeline over generated 500x375 and 256x256 JPEGs.
 stores: per core, on generated 500x375 JPEGs: the stats pass, prepare (jpeg, raw), and the
        training feed from each store with augment_on='host' and 'device'.
+decode: the stored 256x256 image of generated 500x375 to 2400x1632 JPEGs, decoded at full
+       size and with libjpeg's DCT scaling (data.decode.decode_at_least): speed and pixels.
 pipeline: the train step fed by that pipeline (generated 256x256 JPEGs, a prepared copy),
        alternating step by step with the same step on synthetic input of the same form,
        for --augment_on=host, device or both (default).
@@ -28,7 +30,7 @@ import sys
 def _parse(argv):
   parser = argparse.ArgumentParser(prog='python -m alexnet_jax.bench', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--mode', choices=('step', 'input', 'stores', 'pipeline', 'all'), default='step')
+  parser.add_argument('--mode', choices=('step', 'input', 'stores', 'pipeline', 'decode', 'all'), default='step')
   parser.add_argument('--batch_size', type=int, default=32)
   parser.add_argument('--steps', type=int, default=10, help='timed steps (after 2 warm-up)')
   parser.add_argument('--mesh_data', type=int, default=1)
@@ -179,6 +181,10 @@ def main(argv=None) -> int:
     from alexnet_jax.bench.input import run_stores
     out['stores'] = run_stores(config, num_images=args.input_images, batches=args.input_batches,
                                warmup=args.input_warmup)
+
+  if args.mode in ('decode', 'all'):
+    from alexnet_jax.bench.input import run_decode
+    out['decode'] = run_decode()
 
   if args.json:
     with open(args.json, 'w') as f:

@@ -180,3 +180,46 @@ def run_stores(config, *, jpeg_size: tuple[int, int] = (500, 375), num_images: i
                *_feed_rate(data_cfg, batch_size, batches, warmup))
         data_cfg.statistics = config.data.statistics
   return results
+
+
+def run_decode(*, size: int = 256, num_images: int = 24,
+               jpeg_sizes=((500, 375), (640, 480), (1024, 768), (2400, 1632))) -> list:
+  """Per JPEG size: the stored size x size uint8 image by a full-size decode against
+  `data.decode.decode_at_least` (libjpeg's DCT scaling for large JPEGs), each timed as
+  images per CPU second of one thread, and how far apart their pixels are (0-255 levels).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data import decode  # pylint: disable=g-import-not-at-top
+  # One thread each: the figure is per core.
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  paths = {
+      'full size': tf.function(lambda b: decode.to_uint8(decode.resize_and_center_crop(
+          tf.ensure_shape(decode.decode(b), [None, None, 3]), size))),
+      'DCT-scaled': tf.function(lambda b: decode.decode_stored_uint8(b, size)),
+  }
+  results = []
+  print(f'\n== decode to the stored {size}x{size}, images per CPU second (one thread) ==')
+  with tempfile.TemporaryDirectory() as tmp:
+    for width, height in jpeg_sizes:
+      root = os.path.join(tmp, f'{width}x{height}')
+      write_jpegs(root, jpeg_size=(width, height), num_images=num_images)
+      blobs = [tf.constant(open(os.path.join(d, f), 'rb').read())
+               for d, _, files in os.walk(root) for f in sorted(files)]
+      rates = {}
+      for name, fn in paths.items():
+        for blob in blobs[:2]:
+          fn(blob)  # Traces.
+        rates[name] = _median_rate(lambda fn=fn: [fn(b).numpy() for b in blobs],
+                                   len(blobs), _NUM_WINDOWS)[1]
+      diff = np.concatenate([np.abs(paths['full size'](b).numpy().astype(int)
+                                    - paths['DCT-scaled'](b).numpy().astype(int)).ravel()
+                             for b in blobs])
+      r = {'jpeg_size': [width, height], 'full_per_cpu_s': rates['full size'],
+           'dct_scaled_per_cpu_s': rates['DCT-scaled'], 'mean_abs_diff': float(diff.mean()),
+           'p99_abs_diff': float(np.percentile(diff, 99)), 'max_abs_diff': int(diff.max())}
+      results.append(r)
+      print(f"{width}x{height}: full size {r['full_per_cpu_s']:,.0f}, DCT-scaled "
+            f"{r['dct_scaled_per_cpu_s']:,.0f}; pixels differ by {r['mean_abs_diff']:.2f} on "
+            f"average, {r['p99_abs_diff']:.0f} at the 99th percentile, {r['max_abs_diff']} at most")
+  return results

@@ -120,9 +120,17 @@ def write_stats(spec: DataSpec, *, show_progress: bool = True) -> str:
   # Written whole, then renamed: a reader never sees half a file, and several processes
   # writing the same statistics leave one whole file.
   tmp = f'{path}.tmp-{np.random.default_rng().integers(1 << 62)}'
-  with tf.io.gfile.GFile(tmp, 'wb') as f:
-    f.write(buffer.getvalue())
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  try:
+    with tf.io.gfile.GFile(tmp, 'wb') as f:
+      f.write(buffer.getvalue())
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  except (OSError, tf.errors.OpError) as e:  # A full disk, a file-size limit, permissions.
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+    cause = ' '.join(str(getattr(e, 'message', e)).split()).split('; ')[-1]
+    raise ValueError(f'cannot write the statistics ({buffer.getbuffer().nbytes / 2**20:.1f} MiB) '
+                     f'to {path}: {cause}. Make room there or point --config.data.data_dir '
+                     'elsewhere.') from None
   logging.info('Wrote %s: %d images, eigenvalues %s', path, stats['num_examples'],
                stats['eigval'])
   return path
