@@ -38,7 +38,6 @@ import pathlib
 import re
 import shutil
 import sys
-import time
 import traceback
 from typing import Any, Mapping, Sequence
 
@@ -287,27 +286,13 @@ class Checkpoints:
   def check_saves(self, wait: bool = False) -> None:
     """Raises CheckpointSaveError if the last background save failed; call it each step.
 
-    Without `wait` it returns at once while that save is still being written. With `wait`,
-    in a multi-process run every process waits together and every one raises if any
-    process's save failed: one process blocked alone on a save that failed on another
-    waits for ever in orbax's barriers.
+    Without `wait` it returns at once while that save is still being written.
     """
-    if wait and jax.process_count() > 1:
-      self._wait_together()
-    elif wait and self._pending is not None:
+    if wait and self._pending is not None:
       self._collect()
     else:
       self.failed()
     self.raise_failure()
-
-  def _wait_together(self) -> None:
-    while True:
-      self.failed()
-      flags = _all_processes([self._failure is not None, self._pending is not None])
-      self.raise_failure(np.flatnonzero(flags[:, 0]))
-      if not flags[:, 1].any():
-        return
-      time.sleep(0.1)  # Some process's save is still being written.
 
   def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
     _ORBAX_TRACEBACKS.failed = True
