@@ -39,7 +39,7 @@ import re
 import shutil
 import sys
 import traceback
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -271,17 +271,17 @@ class Checkpoints:
       self._failure = self._save_error(step, nbytes, e)
       self._failure.__cause__ = e
 
-  def raise_failure(self, elsewhere: Sequence[int] | bool = ()) -> None:
-    """Raises this process's save error; or, if `elsewhere` (processes, or True), that the
-    save failed on another process, whose own line gives the cause."""
+  def raise_failure(self, elsewhere: bool = False) -> None:
+    """Raises this process's save error; or, if `elsewhere` (the processes agreed that a
+    save failed), that it failed on another process, whose own line gives the cause."""
     if self._failure is not None:
       self._raised = True
       raise self._failure
-    if elsewhere is not False and (elsewhere is True or len(elsewhere)):
+    if elsewhere:
       self._raised = True
-      where = 'another process' if elsewhere is True else f'process(es) {list(elsewhere)}'
       raise CheckpointSaveError(self._save_message(
-          self._last_step, f'it failed on {where} (that process\'s log line has the cause)', 0))
+          self._last_step, "it failed on another process (that process's line has the cause)",
+          0))
 
   def check_saves(self, wait: bool = False) -> None:
     """Raises CheckpointSaveError if the last background save failed; call it each step.
@@ -297,6 +297,7 @@ class Checkpoints:
   def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
     _ORBAX_TRACEBACKS.failed = True
     text = f'{error} {_ORBAX_TRACEBACKS.first_error or ""}'
+    _ORBAX_TRACEBACKS.first_error = None  # Used once: the next failure has its own.
     code = re.search(r"os_error_code='?(\d+)", text)
     cause = os.strerror(int(code.group(1))) if code else _one_line(error)
     need = re.search(r'Failed to write (\d+) bytes', text)

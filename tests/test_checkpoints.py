@@ -234,3 +234,18 @@ def test_restore_latest_puts_every_step_back_when_none_restores(tmp_path):
       ckpt.restore_latest(checkpoints.abstract_like(other))
     assert ckpt.all_steps() == [1]
   assert not (tmp_path / 'checkpoints.damaged' / '1').exists()
+
+
+def test_a_save_failed_on_another_process_is_one_line_naming_the_step(tmp_path):
+  # What every other process raises when the processes agree that one's save failed.
+  with checkpoints.Checkpoints(tmp_path, keep=2, every=1) as ckpt:
+    ckpt.save(3, trained_state(), {})
+    ckpt.wait_until_finished()
+    assert not ckpt.failed()
+    ckpt.raise_failure()  # Nothing failed here, nor elsewhere: nothing is raised.
+    with pytest.raises(checkpoints.CheckpointSaveError) as info:
+      ckpt.raise_failure(elsewhere=True)
+  message = str(info.value)
+  assert message.startswith(f'saving step 3 to {tmp_path / "checkpoints" / "3"} failed: it '
+                            'failed on another process')
+  assert '\n' not in message and 'resume from step 3' in message
