@@ -23,7 +23,7 @@ checkpoints as they were.
 Faults (README, "What a run directory survives"): `restore_latest` checks each step's
 files before orbax reads them (a missing or truncated file is named) and falls back to
 the newest step that restores, moving a damaged one aside to <workdir>/checkpoints.damaged/
-(never deleting it); `check_saves` turns a failed background save into one
+(never deleting it); `failed` and `raise_failure` turn a failed background save into one
 `CheckpointSaveError` at the next step; `remove_unfinished_saves` clears the temporary
 directories that failed saves leave.
 """
@@ -225,7 +225,7 @@ class Checkpoints:
         STATE: ocp.args.StandardSave(data),
         META: ocp.args.JsonSave(dict(meta)),
     })
-    self.check_saves(wait=True)  # Orbax waits for the previous save: its error is ours first.
+    self.wait_until_finished()  # Orbax waits for the previous save: its error is ours first.
     nbytes = sum(getattr(x, 'nbytes', 0) for x in jax.tree.leaves(data))
     free = _free_bytes(self.directory)
     short = free is not None and free < nbytes
@@ -251,7 +251,7 @@ class Checkpoints:
       self._pending = (int(step), nbytes)
       self._last_step = int(step)
     if force:
-      self.check_saves(wait=True)
+      self.wait_until_finished()
     return saved
 
   def failed(self) -> bool:
@@ -282,17 +282,6 @@ class Checkpoints:
       raise CheckpointSaveError(self._save_message(
           self._last_step, "it failed on another process (that process's line has the cause)",
           0))
-
-  def check_saves(self, wait: bool = False) -> None:
-    """Raises CheckpointSaveError if the last background save failed; call it each step.
-
-    Without `wait` it returns at once while that save is still being written.
-    """
-    if wait and self._pending is not None:
-      self._collect()
-    else:
-      self.failed()
-    self.raise_failure()
 
   def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
     _ORBAX_TRACEBACKS.failed = True
@@ -388,7 +377,10 @@ class Checkpoints:
     self._manager.reload()
 
   def wait_until_finished(self) -> None:
-    self.check_saves(wait=True)
+    """Waits for the save being written; raises CheckpointSaveError if it failed."""
+    if self._pending is not None:
+      self._collect()
+    self.raise_failure()
 
   def close(self) -> None:
     """Waits for the last save and closes orbax's threads; a save error is raised after.
@@ -401,13 +393,13 @@ class Checkpoints:
     self._closed = True
     try:
       if not self._raised:
-        self.check_saves(wait=True)
+        self.wait_until_finished()
     finally:
       try:
         if not self._raised or self._failure is not None:
           self._manager.close()
       except Exception:  # pylint: disable=broad-except
-        pass  # Its only error is the failed save that check_saves has just raised.
+        pass  # Its only error is the failed save that wait_until_finished has just raised.
       _ORBAX_TRACEBACKS.detach()
 
   def __enter__(self) -> 'Checkpoints':

@@ -275,7 +275,7 @@ state = {'params': {f'w{i}': jax.random.normal(jax.random.key(i), (30000,)) for 
 ckpt = checkpoints.Checkpoints(sys.argv[1], every=1)
 try:
   ckpt.save(4, state, {'step': 4})
-  ckpt.check_saves(wait=True)
+  ckpt.wait_until_finished()
 except checkpoints.CheckpointSaveError as e:
   print(f'error: {e}', file=sys.stderr)
   sys.exit(1)  # As main does: no close, so late callbacks may come at exit.
