@@ -120,7 +120,7 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-class _Preemption:
+class _StopFlags:
   """Turns SIGTERM (a pod's pre-emption notice) and a failed background save into flags
   the loop checks each step.
 
@@ -264,7 +264,7 @@ def _train_and_evaluate(config, workdir, spec, layout, info) -> dict:
     throughput = metrics.Throughput(total_steps, config.batch_size)
     pending, losses = [], []
     step = start
-    with _Preemption() as preemption:
+    with _StopFlags() as stop_flags:
       while step < total_steps:
         batch = next(batches)
         state, step_metrics = train_step(state, batch['images'], batch['labels'],
@@ -310,7 +310,7 @@ def _train_and_evaluate(config, workdir, spec, layout, info) -> dict:
 
         # A background save that failed (here or on another process) stops the run here on
         # every process, in one line.
-        stop, save_failed = preemption.agreed(layout, ckpt.failed())
+        stop, save_failed = stop_flags.agreed(layout, ckpt.failed())
         if save_failed:
           ckpt.raise_failure(elsewhere=True)
         if step % config.checkpoint_every_steps == 0 or stop:

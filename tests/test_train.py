@@ -102,7 +102,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(folder, tmp_path, tiny_con
 
 def test_sigterm_sets_the_preemption_flag():
   before = signal.getsignal(signal.SIGTERM)
-  with train._Preemption() as preemption:
+  with train._StopFlags() as preemption:
     # Bound methods compare equal (==), but each access makes a new object (is).
     assert signal.getsignal(signal.SIGTERM) == preemption._handle
     assert not preemption.requested
