@@ -80,9 +80,13 @@ class _OrbaxTracebacks(std_logging.Filter):
      until they finish), so these, and only these, go to the log at DEBUG with the rest
      of the failure's detail.
 
-  While any `Checkpoints` (or `load_params`, `load_meta`) is open both go to DEBUG (shown
-  with --verbosity=1), and the second for the rest of the process once a save or read has
-  failed; everything else passes through unchanged.
+  3. The tasks of a failed read or write whose errors nobody retrieved: asyncio logs each
+     ("Task exception was never retrieved", with the tensorstore error) whenever it is
+     garbage-collected, which can be in a later step or a later test.
+
+  While any `Checkpoints` (or `load_params`, `load_meta`) is open all three go to DEBUG
+  (shown with --verbosity=1), and the last two for the rest of the process once a save or
+  read has failed; everything else passes through unchanged.
   """
 
   def __init__(self):
@@ -96,7 +100,8 @@ class _OrbaxTracebacks(std_logging.Filter):
 
   def attach(self):
     self._users += 1
-    std_logging.getLogger('absl').addFilter(self)  # Once: a logger holds a filter once.
+    for name in ('absl', 'asyncio'):
+      std_logging.getLogger(name).addFilter(self)  # Once: a logger holds a filter once.
     if sys.unraisablehook != self._unraisable:
       self._unraisablehook = sys.unraisablehook
       sys.unraisablehook = self._unraisable
@@ -105,17 +110,24 @@ class _OrbaxTracebacks(std_logging.Filter):
     self._users = max(self._users - 1, 0)
     if not self._users:
       std_logging.getLogger('absl').removeFilter(self)
-      if sys.unraisablehook == self._unraisable and not self.failed:
-        sys.unraisablehook = self._unraisablehook
+      if not self.failed:
+        std_logging.getLogger('asyncio').removeFilter(self)
+        if sys.unraisablehook == self._unraisable:
+          sys.unraisablehook = self._unraisablehook
 
   def filter(self, record):
-    if record.levelno >= std_logging.ERROR and record.exc_info and '/orbax/' in record.pathname:
+    if record.name == 'asyncio':
+      if not _orphaned_orbax_task(record):
+        return True
+    elif record.levelno >= std_logging.ERROR and record.exc_info and '/orbax/' in record.pathname:
       # The first error of a save: in a multi-process run the error that reaches us can be a
       # barrier timeout between processes, and this the cause (a full disk) behind it.
       self.first_error = self.first_error or record.exc_info[1]
-      if not std_logging.getLogger('absl').isEnabledFor(std_logging.DEBUG):
-        return False
-      record.levelno, record.levelname = std_logging.DEBUG, 'DEBUG'
+    else:
+      return True
+    if not std_logging.getLogger('absl').isEnabledFor(std_logging.DEBUG):
+      return False
+    record.levelno, record.levelname = std_logging.DEBUG, 'DEBUG'
     return True
 
   def _unraisable(self, unraisable):
@@ -125,6 +137,19 @@ class _OrbaxTracebacks(std_logging.Filter):
                     unraisable.exc_value)
       return
     (self._unraisablehook or sys.__unraisablehook__)(unraisable)
+
+
+def _orphaned_orbax_task(record) -> bool:
+  """Whether an asyncio log record is a task of a failed orbax read or write whose error
+  nobody retrieved (logged when the task is garbage-collected, at any later time): its
+  error is a tensorstore one, already reported in one line."""
+  if not (record.getMessage().startswith('Task exception was never retrieved')
+          and record.exc_info and record.exc_info[1] is not None):
+    return False
+  error = record.exc_info[1]
+  files = [f.filename for f in traceback.extract_tb(error.__traceback__)]
+  return 'tensorstore_spec' in str(error) or any('/orbax/' in f or '/tensorstore/' in f
+                                                 for f in files)
 
 
 def _closed_loop_callback(unraisable) -> bool:

@@ -326,6 +326,24 @@ def test_only_the_closed_loop_callbacks_of_a_failed_save_are_taken_from_stderr(m
   assert sys.unraisablehook == passed.append
 
 
+def test_only_orphaned_tasks_of_a_failed_orbax_read_are_taken_from_the_asyncio_log():
+  def record(error):
+    try:
+      raise error
+    except ValueError as e:  # With a traceback, as asyncio logs it.
+      return logging.LogRecord('asyncio', logging.ERROR, 'base_events.py', 1,
+                               'Task exception was never retrieved\nfuture: <Task finished>',
+                               None, (type(e), e, e.__traceback__))
+
+  hook = checkpoints._OrbaxTracebacks()
+  tensorstore = ValueError('DATA_LOSS: Error opening "zarr" driver [tensorstore_spec=\'{}\']')
+  assert not hook.filter(record(tensorstore))  # Dropped (kept at DEBUG with --verbosity=1).
+  assert hook.filter(record(ValueError('a task of the user\'s own')))
+  other = logging.LogRecord('asyncio', logging.ERROR, 'x.py', 1, 'Unclosed client session',
+                            None, None)
+  assert hook.filter(other)
+
+
 @pytest.mark.parametrize('override,message', [
     ({'max_steps': 0}, 'config.max_steps must be a positive number of steps, or -1'),
     ({'max_steps': -5}, 'got -5'),
