@@ -2,21 +2,153 @@
 
 `alexnet_jax.aot` compiles the train and eval steps for these targets without the
 hardware: `devices(target, topology)` returns compile-only devices (JAX's
-`jax.experimental.topologies`, backed by the CUDA PJRT plugin or libtpu, the `aot` extra),
-and each target's peak rates turn a compiled program's cost analysis into a roofline
-projection. The figures are the vendors' published per-device numbers; each line names
-its source. They are inputs to a projection, not measurements.
+`jax.experimental.topologies`, backed by the CUDA PJRT plugin or libtpu, which live in a
+folder of their own: `COMPILERS`, `compilers_dir`), and each target's peak rates turn a
+compiled program's cost analysis into a roofline projection. The figures are the vendors'
+published per-device numbers; each line names its source. They are inputs to a
+projection, not measurements.
+
+This module imports nothing of jax or of this package: tests/conftest.py reads it before
+jax is first imported, to put the compilers' folder on the test process's path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
 
-# The `aot` extra (pyproject.toml) pins these plugins to the jax version they were built
-# for; a plugin of another version may not load at all.
-AOT_EXTRA = "pip install -e '.[aot]'"
+# ---------------------------------------------------------------- the compile-only backends
+# What gives `python -m alexnet_jax.aot` its compile-only devices: the CUDA PJRT plugin,
+# ptxas (nvidia-cuda-nvcc: the GPU program to machine code; the plugin finds it through
+# the `nvidia` namespace package) and libtpu. Each plugin is built for one jax release and
+# is pinned with it. They are installed (`--install_compilers`: pip --target --no-deps) into
+# a folder of their own that only the AOT tool and the test process put on their import
+# path. Installed beside jax, they would be run-time backends of every process of the
+# environment, and on a machine without a GPU or TPU each process would print why it
+# finds none (cudart's lines at `import jax`, the CUDA plugin's traceback, libtpu's
+# warnings). Running on a GPU or TPU is `jax[cuda12]` or `jax[tpu]` (README).
+COMPILERS_JAX = '0.10.2'
+COMPILERS = ('jax-cuda12-plugin==0.10.2', 'jax-cuda12-pjrt==0.10.2', 'nvidia-cuda-nvcc-cu12>=12.6.85',
+             'libtpu==0.0.42.*')
+# The folder: $ALEXNET_JAX_COMPILERS where set, else ~/.cache/alexnet_jax/compilers/jax-<version>.
+COMPILERS_ENV = 'ALEXNET_JAX_COMPILERS'
+INSTALL_COMPILERS = 'python -m alexnet_jax.aot --install_compilers'
+_PINS = 'alexnet_jax_compilers.txt'  # In the folder: the COMPILERS it holds, written last.
+_REEXEC = '_ALEXNET_JAX_COMPILERS_REEXEC'  # Set in the re-executed process (a loop guard).
+
+
+def compilers_dir() -> str:
+  """The folder that holds (or will hold) the compile-only backends."""
+  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.abspath(os.environ.get(COMPILERS_ENV) or
+                         os.path.join(cache, 'alexnet_jax', 'compilers', f'jax-{COMPILERS_JAX}'))
+
+
+def _jaxlib_problem() -> str | None:
+  try:
+    version = importlib.metadata.version('jaxlib')
+  except importlib.metadata.PackageNotFoundError:
+    version = 'none'
+  if version != COMPILERS_JAX:
+    return (f'the compile-only backends (alexnet_jax/targets.py, COMPILERS) are built for jax '
+            f'{COMPILERS_JAX} and this environment has jaxlib {version}: '
+            f'pip install jax=={COMPILERS_JAX} jaxlib=={COMPILERS_JAX}')
+  return None
+
+
+def compilers_problem(folder: str | None = None) -> str | None:
+  """Why the compile-only backends cannot be used from `folder` (default `compilers_dir()`),
+  as a line naming the fix; None where they can."""
+  folder = folder or compilers_dir()
+  problem = _jaxlib_problem()
+  if problem:
+    return problem
+  try:
+    with open(os.path.join(folder, _PINS)) as f:
+      pins = tuple(f.read().split())
+  except OSError:
+    return (f'no compile-only backends (CUDA plugin, libtpu) in {folder} (${COMPILERS_ENV} '
+            f'sets the folder): install them with `{INSTALL_COMPILERS}`')
+  if pins != COMPILERS:
+    return (f'{folder} holds {" ".join(pins)}, not this version\'s {" ".join(COMPILERS)}: '
+            f'reinstall with `{INSTALL_COMPILERS}`')
+  return None
+
+
+def install_compilers(dry_run: bool = False) -> None:
+  """Installs COMPILERS into `compilers_dir()` (pip --target, --no-deps: they need nothing
+  more), where it does not hold them already. pip writes into a new folder beside it,
+  renamed into place when complete, so the folder is either whole or absent. Raises a
+  one-line ValueError where jaxlib is not the version they are built for, or pip fails."""
+  folder = compilers_dir()
+  problem = compilers_problem(folder)
+  if problem and _jaxlib_problem():
+    raise ValueError(problem)
+  command = [sys.executable, '-m', 'pip', 'install', '--no-deps', '--target']
+  if problem is None or dry_run:
+    said = (f'{folder} holds the compile-only backends already: {" ".join(COMPILERS)}.' if problem is None
+            else f'{shlex.join(command + [folder, *COMPILERS])} (nothing installed)')
+    print(f'dry run: {said}' if dry_run else said)
+    return
+  parent = os.path.dirname(folder)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=os.path.basename(folder) + '.installing.', dir=parent)
+  try:
+    print(f'Installing {" ".join(COMPILERS)} into {folder} ...', flush=True)
+    if subprocess.run(command + [staging, *COMPILERS]).returncode:
+      raise ValueError(f'pip could not install {" ".join(COMPILERS)} (its output is above)')
+    with open(os.path.join(staging, _PINS), 'w') as f:
+      f.write('\n'.join(COMPILERS) + '\n')
+    if os.path.lexists(folder):
+      shutil.rmtree(folder)
+    os.replace(staging, folder)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  print(f'Installed into {folder}; `python -m alexnet_jax.aot` puts it on its own path.')
+
+
+def _not_importable() -> str:
+  """Why a compile-only backend does not import in this process."""
+  return compilers_problem() or (
+      f'{compilers_dir()} is not on this process\'s import path (`python -m alexnet_jax.aot` puts it '
+      'there before jax is imported; in a process of your own, put it first on PYTHONPATH)')
+
+
+def _on_path(folder: str) -> bool:
+  real = os.path.realpath(folder)
+  return any(os.path.realpath(p or '.') == real for p in sys.path)
+
+
+def use_compilers(args: list[str]) -> None:
+  """Makes this `python -m alexnet_jax.aot` process one whose jax saw the compile-only
+  backends from its first import: returns where their folder is on sys.path; else
+  re-executes the same command (`args`: its arguments) with the folder first on
+  PYTHONPATH and JAX_PLATFORMS=cpu (compile-only devices need no run-time backend). Exits
+  with one line where the folder is missing or stale."""
+  problem = compilers_problem()
+  if problem:
+    sys.exit(f'error: {problem}.')
+  folder = compilers_dir()
+  if _on_path(folder):
+    return
+  if os.environ.get(_REEXEC):  # A loop guard.
+    sys.exit(f'error: {folder} is not on the import path after putting it on PYTHONPATH '
+             '(python -E and -I ignore PYTHONPATH).')
+  paths = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder] + paths), JAX_PLATFORMS='cpu')
+  env[_REEXEC] = '1'
+  # The interpreter's own options and `-m alexnet_jax.aot`, as this process was started.
+  start = sys.orig_argv[1:len(sys.orig_argv) - len(sys.argv) + 1]
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *start, *args], env)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +305,7 @@ def devices(target: str, topology: str) -> tuple[list, PerDevice]:
     try:
       import jax_plugins.xla_cuda12  # pylint: disable=g-import-not-at-top,unused-import
     except ImportError:
-      raise ValueError(f'Compiling for {target} needs the CUDA PJRT plugin: {AOT_EXTRA}.') from None
+      raise ValueError(f'Compiling for {target} needs the CUDA PJRT plugin: {_not_importable()}.') from None
     desc = topologies.get_topology_desc(platform='cuda', topology_name=topology, topology=topology,
                                         target_config=gpu.target_config())
     return list(desc.devices), PerDevice(gpu.name, gpu.memory_bytes, gpu.memory_bandwidth,
@@ -182,7 +314,7 @@ def devices(target: str, topology: str) -> tuple[list, PerDevice]:
   try:
     import libtpu  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
-    raise ValueError(f'Compiling for TPU {target} needs libtpu: {AOT_EXTRA}.') from None
+    raise ValueError(f'Compiling for TPU {target} needs libtpu: {_not_importable()}.') from None
   _quiet_libtpu()
   # JAX meshes on TPUs after v3 take one device per chip: a v4 chip's two TensorCores as one
   # device ('megacore'), which libtpu's compile-only v4 topology does not default to.

@@ -3,11 +3,16 @@
 The paper's exchange (Sec. 3.2) is checked on compiled programs for three backends: the
 columns' devices talk only before conv3, fc6, fc7 and fc8 (and, backward, in those
 exchanges' transposes), and the gradient reduction is on the data axis. The GPU and TPU
-programs need the `aot` extra (the CUDA PJRT plugin and libtpu, which CI installs).
+programs need the compile-only backends (the CUDA PJRT plugin and libtpu, in their own
+folder: `python -m alexnet_jax.aot --install_compilers`, which CI runs), which conftest.py
+puts on this process's path.
 """
 
 import importlib.util
 import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -15,6 +20,7 @@ import pytest
 
 from alexnet_jax import aot, config as config_lib, parallel, targets
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
 EXCHANGE_SCOPES = sorted(f'exchange_before_{layer}' for layer in ('conv3', 'fc6', 'fc7', 'fc8'))
 
 
@@ -26,10 +32,10 @@ def _have(module):
 
 
 def _needs(module):
-  # CI installs the aot extra: there, a missing plugin is a failure, not a skip.
+  # CI installs the compile-only backends: there, a missing plugin is a failure, not a skip.
   if os.environ.get('CI'):
     return pytest.mark.skipif(False, reason='')
-  return pytest.mark.skipif(not _have(module), reason=f"needs {module}: {targets.AOT_EXTRA}")
+  return pytest.mark.skipif(not _have(module), reason=f'needs {module}: {targets.INSTALL_COMPILERS}')
 
 
 def _config(mesh_data, mesh_model, batch, dtype='float32', small=False):
@@ -212,6 +218,27 @@ def test_tpu_v5e_slice_compiles_the_paper_split():
   conv1 = 2 * 602 ** 2 * 3 * cfg.model.conv_features[0]  # 602: test_network_flops' taps.
   want = (3 * aot.network_flops(layout.spec) - conv1) * cfg.batch_size / len(devices)
   assert abs(compiled.flops - want) < 0.1 * want  # Backends count elementwise work apart.
+
+
+@pytest.mark.skipif(not os.environ.get('CI') and targets.compilers_problem() is not None,
+                    reason=f'needs the compile-only backends: {targets.INSTALL_COMPILERS}')
+@pytest.mark.parametrize('target, topology, devices', [('h100', '1x1x2', '2 x NVIDIA H100 80GB HBM3'),
+                                                       ('v5e', '2x2', '4 x TPU v5 lite')])
+def test_the_aot_command_compiles_for_a_gpu_and_a_tpu(target, topology, devices):
+  """`python -m alexnet_jax.aot` from the run-time environment (no JAX_PLATFORMS, the
+  compilers' folder not on PYTHONPATH): it re-executes itself with the folder on its path and
+  compiles the narrow network's train step, once."""
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
+  result = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.aot', '--config=configs/paper.py', f'--target={target}',
+       f'--topology={topology}', '--config.batch_size=16', '--config.eval_batch_size=16',
+       '--config.model.conv_features=(8,16,24,24,16)', '--config.model.fc_features=(32,32)',
+       '--nomax_batch', '--noeval_step'], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'{target} {topology}: {devices}, mesh ' in result.stdout, result.stdout
+  assert ("paper's exchange (Sec. 3.2): only before conv3, fc6, fc7, fc8, and their transposes"
+          in result.stdout), result.stdout
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
 
 
 def test_bad_targets_and_topologies_are_one_line_errors():

@@ -148,8 +148,8 @@ def test_command_line_errors_are_one_line(tmp_path):
   assert unknown.returncode != 0
   # The misspelled argument alone (not every argument), and the field meant, on one line
   # with no literal \n or quotes from the library's message.
-  # Native libraries may log before any Python runs (the aot extra's CUDA plugin says it
-  # finds no GPU): those lines are not the program's message.
+  # Native libraries may log before any Python runs (a CUDA plugin installed beside jax says
+  # it finds no GPU): those lines are not the program's message.
   native = ('WARNING: All log messages before absl::InitializeLog()', 'I0000 ')
   message = [line for line in unknown.stderr.strip().splitlines() if not line.startswith(native)]
   assert '\n'.join(message) == (
