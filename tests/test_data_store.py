@@ -3,6 +3,9 @@ checked against the images written and NumPy."""
 
 import json
 import os
+import subprocess
+import sys
+import weakref
 
 import ml_collections
 import numpy as np
@@ -10,11 +13,13 @@ from PIL import Image
 import pytest
 
 from alexnet_jax import input_pipeline, prepare
+from alexnet_jax.data import batches as batches_lib
 from alexnet_jax.data import sources
 from alexnet_jax.data.spec import DataSpec
 from configs import default
 
 SIZE = 32
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _folder(root, n_train=12, n_val=5, shape=(SIZE, SIZE, 3), seed=0):
@@ -194,3 +199,93 @@ def test_truncated_raw_copy_is_a_one_line_error_and_is_kept(tmp_path):
   assert os.path.getsize(path) == size - 1000  # The evidence stays where it was.
   assert sources.get_source(DataSpec.from_config(cfg), use_prepared=False).num_examples(
       'train') == 6
+
+
+# ------------------------------------------------------------------- every process ends
+
+
+# Reads a raw store through the training pipeline (augment_on='device') and returns with its
+# batches still held by a module global, never closed: the iterator lives until the
+# interpreter finalizes. Every batch is a whole epoch (batch = the split), so its pixel and
+# label sums are the store's, whatever the order.
+_READ_AND_RETURN = """
+import hashlib
+import sys
+
+import numpy as np
+
+from alexnet_jax import input_pipeline
+from configs import default
+
+folder, data_dir, size, batch_size, num_batches = sys.argv[1:]
+cfg = default.get_config().data
+cfg.update(source='folder', folder=folder, data_dir=data_dir, stored_size=int(size),
+           crop_size=int(size), statistics='imagenet', augment_on='device')
+batches = input_pipeline.train_batches(cfg, global_batch_size=int(batch_size), seed=0)
+order, pixels, labels = hashlib.sha256(), 0, 0
+for _ in range(int(num_batches)):
+  batch = next(batches)
+  order.update(batch['index'].tobytes())
+  pixels += int(batch['images'][:, ::8, ::8].sum(dtype=np.int64))
+  labels += int(batch['labels'].sum())
+print(f'batches {num_batches} pixels {pixels} labels {labels} order {order.hexdigest()}')
+"""
+
+
+def test_a_process_that_leaves_a_raw_store_pipeline_open_exits(tmp_path):
+  # Issue 26: the raw store reads through a Python call (tf.numpy_function). An iterator
+  # still alive when the interpreter finalizes waited forever for a call that could no
+  # longer return: with this script, 8 of 8 runs hung before the atexit close (25 MB
+  # gathers: 128 images of 256x256 a batch; smaller batches hang less often).
+  size, n, num_batches = 256, 128, 50
+  folder, _ = _folder(tmp_path / 'images', n, 3, shape=(size, size, 3))
+  cfg = _cfg(tmp_path, folder, stored_size=size, crop_size=size)
+  _prepare(cfg, 'raw')
+  train_dir = os.path.join(input_pipeline.prepared_dir(cfg), 'train')
+  images = np.load(os.path.join(train_dir, 'images.npy'), mmap_mode='r')
+  labels = np.load(os.path.join(train_dir, 'labels.npy'))
+  expected = (f'batches {num_batches} pixels '
+              f'{num_batches * int(images[:, ::8, ::8].sum(dtype=np.int64))} '
+              f'labels {num_batches * int(labels.sum())} order ')
+  orders = set()
+  for run in range(5):
+    try:
+      result = subprocess.run(
+          [sys.executable, '-c', _READ_AND_RETURN, folder, cfg.data_dir, str(size), str(n),
+           str(num_batches)], cwd=REPO, capture_output=True, text=True, timeout=120,
+          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+    except subprocess.TimeoutExpired:
+      pytest.fail(f'Run {run + 1} of 5 did not exit within 120 s of starting.')
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout.strip().splitlines()
+    assert printed and printed[-1].startswith(expected), (printed, expected)
+    orders.add(printed[-1].split()[-1])
+  assert len(orders) == 1  # The same seeded batches in every run.
+
+
+def test_batches_close_releases_the_pipeline(tmp_path):
+  folder, _ = _folder(tmp_path / 'images', 8, 3)
+  cfg = _cfg(tmp_path, folder, augment_on='device')
+  _prepare(cfg, 'raw')
+  batches = input_pipeline.train_batches(cfg, global_batch_size=4, seed=0)
+  first = next(batches)
+  tf_iterator = weakref.ref(batches._iterator)  # pylint: disable=protected-access
+  assert batches in batches_lib._OPEN  # pylint: disable=protected-access
+  batches.close()
+  assert tf_iterator() is None and batches not in batches_lib._OPEN  # pylint: disable=protected-access
+  assert next(batches, None) is None
+  batches.close()  # Idempotent.
+  with input_pipeline.train_batches(cfg, global_batch_size=4, seed=0) as again:
+    np.testing.assert_array_equal(next(again)['images'], first['images'])
+  assert next(again, None) is None
+
+  class Layout:  # Host arrays stand in for global arrays.
+    global_batch = staticmethod(lambda batch: batch)
+
+  local = input_pipeline.train_batches(cfg, global_batch_size=4, seed=0)
+  with input_pipeline.device_batches(local, Layout(), 2) as on_devices:
+    np.testing.assert_array_equal(next(on_devices)['images'], first['images'])
+  assert next(local, None) is None  # Closing the device batches closed their source.
+  # A finite pipeline is released when it runs out.
+  ev = input_pipeline.eval_batches(cfg, global_batch_size=2, views='center')
+  assert len(list(ev)) == 2 and ev not in batches_lib._OPEN  # pylint: disable=protected-access

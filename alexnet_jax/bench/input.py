@@ -12,7 +12,6 @@ is the median of several timing windows, so one slow window (a neighbour's burst
 shared machine) does not move it.
 """
 
-import gc
 import os
 import statistics
 import tempfile
@@ -76,18 +75,17 @@ def run(config, *, jpeg_size: tuple[int, int], num_images: int, batches: int,
     # Constants, not a statistics pass over the generated images: the pass is not what is
     # timed, and any mean image costs the same per batch.
     data_cfg.statistics = 'imagenet'
-    it = input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0)
-    for _ in range(warmup):
-      next(it)
-    per_window = max(1, batches // _NUM_WINDOWS)
-    rates = []
-    for _ in range(max(1, batches // per_window)):
-      start = time.perf_counter()
-      for _ in range(per_window):
-        batch = next(it)
-      rates.append(per_window * batch['images'].shape[0] / (time.perf_counter() - start))
-    del it  # Stops the prefetching threads before their files are deleted.
-    gc.collect()
+    # Closed (its prefetching threads stopped) before its files are deleted.
+    with input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0) as it:
+      for _ in range(warmup):
+        next(it)
+      per_window = max(1, batches // _NUM_WINDOWS)
+      rates = []
+      for _ in range(max(1, batches // per_window)):
+        start = time.perf_counter()
+        for _ in range(per_window):
+          batch = next(it)
+        rates.append(per_window * batch['images'].shape[0] / (time.perf_counter() - start))
   images_per_s = statistics.median(rates)
   result = {
       'jpeg_size': list(jpeg_size), 'images_per_s': images_per_s,
@@ -121,19 +119,17 @@ def _median_rate(fn, images: int, repeats: int) -> tuple[float, float, list]:
 
 
 def _feed_rate(data_cfg, batch_size: int, batches: int, warmup: int) -> tuple[float, float, list]:
-  it = input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0)
-  for _ in range(warmup):
-    next(it)
-  per_window = max(1, batches // _NUM_WINDOWS)
-
-  def window():
-    for _ in range(per_window):
+  with input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0) as it:
+    for _ in range(warmup):
       next(it)
+    per_window = max(1, batches // _NUM_WINDOWS)
 
-  rates = [_timed(window, per_window * batch_size)
-           for _ in range(max(1, batches // per_window))]
-  del it
-  gc.collect()
+    def window():
+      for _ in range(per_window):
+        next(it)
+
+    rates = [_timed(window, per_window * batch_size)
+             for _ in range(max(1, batches // per_window))]
   return (statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates), rates)
 
 

@@ -213,7 +213,6 @@ def run_pipeline(config, layout: parallel.Layout, *, batch_size: int, steps: int
 
 
 def _run_pipeline(config, layout, *, batch_size, steps, augment_on, jpeg_size, num_images):
-  import gc
   import os
   import tempfile
 
@@ -250,16 +249,15 @@ def _run_pipeline(config, layout, *, batch_size, steps, augment_on, jpeg_size, n
       return [batch[k] for k in ('images', 'labels', 'epoch', 'index') if k in batch]
 
     times = {'synthetic': [], 'fed': []}
-    for i in range(WARMUP_STEPS + steps):  # The first steps compile; then alternate.
-      for kind in ('synthetic', 'fed'):
-        start = time.perf_counter()
-        inputs = synthetic if kind == 'synthetic' else fed()
-        state, metrics = step_fn(state, *inputs)
-        jax.block_until_ready(state)
-        if i >= WARMUP_STEPS:
-          times[kind].append(time.perf_counter() - start)
-    del batches  # Stops the prefetching threads before their files are deleted.
-    gc.collect()
+    with batches:  # Closed (its prefetching threads stopped) before its files are deleted.
+      for i in range(WARMUP_STEPS + steps):  # The first steps compile; then alternate.
+        for kind in ('synthetic', 'fed'):
+          start = time.perf_counter()
+          inputs = synthetic if kind == 'synthetic' else fed()
+          state, metrics = step_fn(state, *inputs)
+          jax.block_until_ready(state)
+          if i >= WARMUP_STEPS:
+            times[kind].append(time.perf_counter() - start)
   medians = {kind: statistics.median(t) for kind, t in times.items()}
   return {'source': f'folder of {num_images} generated {jpeg_size[0]}x{jpeg_size[1]} JPEGs',
           'augment_on': augment_on, 'batch_size': batch_size, 'dtype': config.model.dtype,

@@ -5,17 +5,20 @@ Shuffling, per-process sharding and resume-skipping all happen on that stream be
 image is decoded, so a resumed run skips steps cheaply and sees exactly the batches an
 uninterrupted one would. Decoding is `Source.stored_image`, the Sec. 4.1 operations are
 `augment`.
+
+Each function returns `batches.Batches`: an iterator to `close()` (or use in a `with` block)
+once done, which stops its tf.data threads while the interpreter is whole.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from alexnet_jax.data import augment, sources, spec as spec_lib, statistics
+from alexnet_jax.data.batches import Batches
 from alexnet_jax.data.spec import DataSpec
 
 
@@ -31,8 +34,7 @@ def steps_per_epoch(spec: DataSpec, global_batch_size: int) -> int:
 
 
 def train_batches(spec: DataSpec, *, global_batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1
-                  ) -> Iterator[dict[str, np.ndarray]]:
+                  process_index: int = 0, process_count: int = 1) -> Batches:
   """Infinite training batches {'images': [B, crop, crop, 3] f32, 'labels': [B] i32}; with
   `augment_on='device'`, {'images': [B, size, size, 3] uint8, 'labels', 'epoch', 'index'}
   ([B] int32 each) for `device_augment.DeviceAugment` in the step.
@@ -88,12 +90,11 @@ def train_batches(spec: DataSpec, *, global_batch_size: int, seed: int, start_st
     ds = ds.map(load).map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local_batch, drop_remainder=True)
   ds = ds.prefetch(spec.prefetch_batches).with_options(_options())
-  return ds.as_numpy_iterator()
+  return Batches(ds.as_numpy_iterator())
 
 
 def eval_batches(spec: DataSpec, *, global_batch_size: int, views: str, split: str | None = None,
-                 process_index: int = 0, process_count: int = 1
-                 ) -> Iterator[dict[str, np.ndarray]]:
+                 process_index: int = 0, process_count: int = 1) -> Batches:
   """Finite eval batches {'images': [B, V, crop, crop, 3], 'labels': [B], 'mask': [B]} of
   `split` (default: the eval split); with `augment_on='device'` the images are the uint8
   [B, size, size, 3] stored images, and the eval step cuts the views.
@@ -128,16 +129,20 @@ def eval_batches(spec: DataSpec, *, global_batch_size: int, views: str, split: s
       {'images': pad, 'labels': tf.constant(0), 'mask': tf.constant(False)}).repeat()
   ds = ds.concatenate(padding).take(num_batches * local_batch)
   ds = ds.batch(local_batch).prefetch(spec.prefetch_batches).with_options(_options())
-  return ds.as_numpy_iterator()
+  return Batches(ds.as_numpy_iterator())
 
 
-def device_batches(batches, layout, depth: int):
+def device_batches(batches, layout, depth: int) -> Batches:
   """Global arrays (`layout.global_batch`, a `parallel.Layout`) from each process's local
   batches, `depth` batches ahead, so the next batch is already on its way to the devices
-  while the current step runs."""
-  queue = collections.deque()
-  for batch in batches:
-    queue.append(layout.global_batch(batch))
-    if len(queue) > depth:
-      yield queue.popleft()
-  yield from queue
+  while the current step runs. Closing it closes `batches` too."""
+
+  def generate():
+    queue = collections.deque()
+    for batch in batches:
+      queue.append(layout.global_batch(batch))
+      if len(queue) > depth:
+        yield queue.popleft()
+    yield from queue
+
+  return Batches(generate(), closes=[batches])

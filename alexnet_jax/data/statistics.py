@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from alexnet_jax import metrics
 from alexnet_jax.data import sources
+from alexnet_jax.data.batches import Batches
 from alexnet_jax.data.identity import DatasetIdentity
 from alexnet_jax.data.spec import DataSpec
 
@@ -85,14 +86,15 @@ def compute_stats(spec: DataSpec, batch_size: int = 32, *,
   rgb_outer = np.zeros([3, 3], np.float64)
   n = 0
   progress = metrics.Progress(total, 'dataset statistics', enabled=show_progress)
-  for images in ds.as_numpy_iterator():
-    images = images.astype(np.float64)
-    image_sum += images.sum(axis=0)
-    rgb = images.reshape(-1, 3) / 255.0
-    rgb_sum += rgb.sum(axis=0)
-    rgb_outer += rgb.T @ rgb
-    n += images.shape[0]
-    progress.update(images.shape[0])
+  with Batches(ds.as_numpy_iterator()) as batches:
+    for images in batches:
+      images = images.astype(np.float64)
+      image_sum += images.sum(axis=0)
+      rgb = images.reshape(-1, 3) / 255.0
+      rgb_sum += rgb.sum(axis=0)
+      rgb_outer += rgb.T @ rgb
+      n += images.shape[0]
+      progress.update(images.shape[0])
   progress.close()
   if n == 0:
     raise ValueError('The training split is empty: no statistics to compute.')
