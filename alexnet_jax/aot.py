@@ -11,7 +11,11 @@ backend gives one, beside the network's count), every collective by kind, mesh a
 size, whether the columns talk only where the paper says (Sec. 3.2), and a roofline
 projection of images/s. Everything here is compiled, not run.
 
-Needs the `aot` extra (the CUDA PJRT plugin and libtpu, pinned to the jax version).
+The compile-only backends (the CUDA PJRT plugin, ptxas and libtpu, pinned to the jax
+version: `targets.COMPILERS`) live in a folder of their own, out of the run-time
+environment: `python -m alexnet_jax.aot --install_compilers` installs them there once, and
+`python -m alexnet_jax.aot` re-executes itself with the folder on its path
+(`targets.use_compilers`).
 """
 
 from __future__ import annotations
@@ -24,14 +28,60 @@ import re
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from alexnet_jax import targets
 
-from alexnet_jax import evaluate, model, optim, parallel, targets, train
-from alexnet_jax.data import augment as data_augment
-from alexnet_jax.data import spec as data_spec
-from alexnet_jax.data import statistics
+
+def _bool_flag(args: list[str], name: str) -> bool | None:
+  """An absl boolean flag's value in `args` (--name, --name=false, --noname), read before
+  absl parses them; None where absent."""
+  value = None
+  for arg in args:
+    if arg == '--':
+      break
+    key, has_value, text = arg.lstrip('-').partition('=')
+    if not arg.startswith('-'):
+      continue
+    if key == name:
+      value = not has_value or text.lower() in ('true', 't', '1')
+    elif key == f'no{name}' and not has_value:
+      value = False
+  return value
+
+
+def _before_jax(args: list[str]) -> None:
+  """`python -m alexnet_jax.aot ARGS`, before anything imports the compile-only backends:
+  --install_compilers installs them (and stops, where it is the only flag but --dry_run);
+  --help needs none; anything else re-executes this command with their folder on the path,
+  or stops with one line where it is missing."""
+  install = _bool_flag(args, 'install_compilers')
+  args = [a for a in args if _bool_flag([a], 'install_compilers') is None]
+  if install:
+    try:
+      targets.install_compilers(dry_run=bool(_bool_flag(args, 'dry_run')))
+    except ValueError as e:
+      sys.exit(f'error: {e}.')
+    if all(_bool_flag([a], 'dry_run') is not None for a in args):
+      sys.exit(0)
+  if not any(a.lstrip('-').partition('=')[0] in ('help', 'helpshort', 'helpfull', 'h', '?')
+             for a in args if a.startswith('-')):
+    targets.use_compilers(args)
+
+
+if __name__ == '__main__':
+  # The package (alexnet_jax/__init__.py) has imported jax without the plugins by now; the
+  # process that compiles is a fresh one whose jax sees them from its first import.
+  _before_jax(sys.argv[1:])
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from alexnet_jax import evaluate, model, optim, parallel, storage, train  # noqa: E402
+from alexnet_jax.data import augment as data_augment  # noqa: E402
+from alexnet_jax.data import spec as data_spec  # noqa: E402
+from alexnet_jax.data import statistics  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 # ILSVRC-2012's training set (Sec. 2): it sets the learning-rate schedule's step
 # boundaries, constants in the compiled step.
@@ -503,9 +553,8 @@ def _main(argv):
                       + f' --config.mesh.model={config.mesh.model}')
     print(format_row(row), flush=True)
     rows.append(row)
-    if FLAGS.json:
-      with open(FLAGS.json, 'w') as f:
-        json.dump(rows, f, indent=1)
+    if FLAGS.json:  # A local file or an object (gs://...), rewritten whole after each row.
+      storage.write_whole(FLAGS.json, json.dumps(rows, indent=1))
   if FLAGS.markdown:
     print(markdown_table(rows))
   missing = [r for r in rows if not r['fits']]
@@ -556,7 +605,12 @@ def main():
   flags.DEFINE_bool('markdown', False, 'Print the rows as the README\'s markdown table at the end.')
   flags.DEFINE_string('json', None, 'Write the rows to this JSON file.')
   flags.DEFINE_bool('dry_run', False, 'Check the flags, config, targets and layouts on the '
-                    'compile-only devices; compile nothing.')
+                    'compile-only devices; compile nothing. With --install_compilers alone: print '
+                    'the pip command; install nothing.')
+  flags.DEFINE_bool('install_compilers', False, 'Install the compile-only backends (the CUDA PJRT '
+                    f'plugin, ptxas, libtpu: {" ".join(targets.COMPILERS)}) into their own folder, '
+                    f'${targets.COMPILERS_ENV} or {targets.compilers_dir()}, which this tool puts on its '
+                    'path; alone, it stops there.')
   flags.mark_flags_as_required(['config'])
 
   def checked(argv):

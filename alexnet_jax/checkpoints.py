@@ -34,23 +34,26 @@ import errno
 import json
 import logging as std_logging
 import os
-import pathlib
 import re
 import shutil
 import sys
 import traceback
 from typing import Any, Mapping
 
+from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
 from absl import logging
 
+from alexnet_jax import distributed, rundir, storage
+
 STATE = 'state'
 META = 'meta'
-UNFINISHED = '.orbax-checkpoint-tmp'  # Orbax's name for a save not yet complete.
-DAMAGED = 'checkpoints.damaged'  # Where steps that cannot be restored are moved, in the workdir.
+UNFINISHED = '.orbax-checkpoint-tmp'  # Orbax's name for a save not yet complete (local disks).
+# On an object store (no rename) orbax writes a step in place and marks it complete last.
+COMMIT_SUCCESS = 'commit_success.txt'
 # The files orbax needs to read a step; their absence is named rather than left to a
 # pytree or JSON error from deep inside orbax.
 REQUIRED = ('_CHECKPOINT_METADATA', f'{STATE}/_METADATA', f'{STATE}/manifest.ocdbt',
@@ -215,7 +218,8 @@ class Checkpoints:
     if keep < 1 or every < 1:
       raise ValueError(f'keep and every must be >= 1, got keep={keep}, every={every}; '
                        'set --config.keep_checkpoints / --config.checkpoint_every_steps.')
-    self.directory = pathlib.Path(workdir).absolute() / 'checkpoints'
+    self.run = rundir.RunDir(workdir)
+    self.directory = self.run.checkpoints
     if self.directory.exists() and not self.directory.is_dir():
       raise CheckpointError(f'{self.directory} exists and is not a directory; '
                             'move it aside or point --workdir elsewhere.')
@@ -310,10 +314,16 @@ class Checkpoints:
 
   def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
     _ORBAX_TRACEBACKS.failed = True
-    text = f'{error} {_ORBAX_TRACEBACKS.first_error or ""}'
+    first = _ORBAX_TRACEBACKS.first_error
+    text = f'{error} {first or ""}'
     _ORBAX_TRACEBACKS.first_error = None  # Used once: the next failure has its own.
     code = re.search(r"os_error_code='?(\d+)", text)
-    cause = os.strerror(int(code.group(1))) if code else _one_line(error)
+    if code:
+      cause = os.strerror(int(code.group(1)))
+    elif self.run.remote:  # The store's answer (403: no permission, 429: quota), in its words.
+      cause = storage.one_line(first or error)
+    else:
+      cause = _one_line(error)
     need = re.search(r'Failed to write (\d+) bytes', text)
     return CheckpointSaveError(self._save_message(
         step, cause, nbytes, failed=int(need.group(1)) if need else None,
@@ -328,8 +338,9 @@ class Checkpoints:
       space += f', {free / 2**20:,.1f} MiB free there'
     kept = self.latest_step()
     resume = f'resume from step {kept}' if kept is not None else 'start again'
+    fix = ("check the bucket's permissions and quota" if self.run.remote else 'make room')
     return (f'saving step {step} to {self.directory / str(step)} failed: {cause}{space}. Training '
-            f'stopped; make room (or point --workdir elsewhere) and run the same command to {resume}.')
+            f'stopped; {fix} (or point --workdir elsewhere) and run the same command to {resume}.')
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -382,23 +393,18 @@ class Checkpoints:
       raise first_error
     return None
 
-  def set_aside(self, step: int) -> pathlib.Path:
+  def set_aside(self, step: int) -> epath.Path:
     """Moves step `step` to <workdir>/checkpoints.damaged/<step> (numbered if taken)."""
-    aside = self.directory.parent / DAMAGED / str(step)
+    aside = self.run.damaged / str(step)
     n = 1
     while aside.exists():
-      aside = self.directory.parent / DAMAGED / f'{step}.{n}'
+      aside = self.run.damaged / f'{step}.{n}'
       n += 1
     self._move(self.directory / str(step), aside)
     return aside
 
-  def _move(self, source: pathlib.Path, dest: pathlib.Path) -> None:
-    if jax.process_index() == 0:
-      dest.parent.mkdir(exist_ok=True)
-      os.replace(source, dest)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.sync_global_devices(f'alexnet_jax: moved {source}')
+  def _move(self, source: epath.Path, dest: epath.Path) -> None:
+    distributed.on_process_0(f'move {source} to {dest}', lambda: storage.move_tree(source, dest))
     self._manager.reload()
 
   def wait_until_finished(self) -> None:
@@ -434,26 +440,38 @@ class Checkpoints:
     self.close()
 
 
-def verify(step_dir: pathlib.Path) -> None:
+def _files(directory: epath.Path) -> list[epath.Path]:
+  """Every file under `directory`, sorted (`walk`: object stores have no recursive glob)."""
+  return sorted(d / name for d, _, names in directory.walk() for name in names)
+
+
+def _kvstore_url(directory: epath.Path) -> str:
+  """`directory` as a tensorstore kvstore URL: gs://... as it is, a local path as file://."""
+  text = os.fspath(directory)
+  return f'{text}/' if storage.is_remote(text) else f'file://{text}/'
+
+
+def verify(step_dir: epath.Path) -> None:
   """Raises CheckpointError naming a missing or unreadable file of a step, before orbax
   reads it: the files orbax needs, its JSON metadata, then every key of the state's OCDBT
   store, read synchronously (a truncated data file fails there, by name)."""
+  step_dir = epath.Path(step_dir)
   for name in REQUIRED:
     if not (step_dir / name).is_file():
       raise CheckpointError(f'checkpoint {step_dir} is incomplete: {step_dir / name} is missing.')
-  for path in sorted(step_dir.rglob('*')):
+  for path in _files(step_dir):
     # Every file but OCDBT's binary ones (manifests, data under d/) and orbax's commit marks
     # is JSON: the tree and array metadata, the shardings, the meta item.
-    binary = path.parent.name == 'd' or path.name in ('manifest.ocdbt', 'commit_success.txt')
-    if path.is_dir() or binary:
+    binary = path.parent.name == 'd' or path.name in ('manifest.ocdbt', COMMIT_SUCCESS)
+    if binary:
       continue
     try:
       json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except Exception as e:  # pylint: disable=broad-except  (OSError, ValueError, or the store's)
       raise CheckpointError(f'checkpoint {step_dir} is damaged: {path} is not readable JSON '
                             f'({_one_line(e)}).') from None
   try:
-    store = ts.KvStore.open({'driver': 'ocdbt', 'base': f'file://{step_dir / STATE}/'}).result()
+    store = ts.KvStore.open({'driver': 'ocdbt', 'base': _kvstore_url(step_dir / STATE)}).result()
     for key in store.list().result():
       store.read(key).result()
   except Exception as e:  # pylint: disable=broad-except
@@ -469,14 +487,16 @@ def _all_processes(flags) -> np.ndarray:
       jax.process_count(), len(flags))
 
 
-def _free_bytes(directory: pathlib.Path) -> int | None:
+def _free_bytes(directory: epath.Path) -> int | None:
+  if storage.is_remote(directory):
+    return None  # An object store has no free space to check; its quota errors say.
   try:
     return shutil.disk_usage(directory).free
   except OSError:
-    return None  # Not a local filesystem (or gone): orbax's own error will say.
+    return None  # Gone: orbax's own error will say.
 
 
-def _named_file(text: str, state_dir: pathlib.Path) -> str:
+def _named_file(text: str, state_dir: epath.Path) -> str:
   """The file a tensorstore error is about: named in it, or else the one file of the size a
   short read reports (OCDBT names the data file only in some of its errors)."""
   files = re.findall(r'local file "([^"]+)"', text)
@@ -484,78 +504,88 @@ def _named_file(text: str, state_dir: pathlib.Path) -> str:
     return files[-1]
   size = re.search(r'value of size (\d+)', text)
   if size:
-    sized = [p for p in state_dir.rglob('*') if p.is_file() and p.stat().st_size == int(size.group(1))]
+    sized = [p for p in _files(state_dir) if p.stat().length == int(size.group(1))]
     if len(sized) == 1:
       return str(sized[0])
   return str(state_dir)
 
 
+def _unfinished(child: epath.Path) -> bool:
+  """Whether a child of checkpoints/ is a save that never completed: orbax's temporary
+  directory on a local disk; on an object store, a step without orbax's commit mark."""
+  if UNFINISHED in child.name:
+    return True
+  return storage.is_remote(child) and child.name.isdigit() and not (child / COMMIT_SUCCESS).exists()
+
+
 def remove_unfinished_saves(workdir: str | os.PathLike) -> list[str]:
-  """Removes the temporary directories of saves that never completed (a crash, a full
-  disk), with a log line each; process 0 only. They are never a checkpoint orbax reads."""
-  directory = pathlib.Path(workdir).absolute() / 'checkpoints'
+  """Removes the saves that never completed (a crash, a full disk), with a log line each
+  giving their size; process 0 only. They are never a checkpoint orbax reads. (Orbax's
+  `cleanup_tmp_directories` would remove them too, but silently, from its own thread.)"""
+  directory = rundir.RunDir(workdir).checkpoints
   removed = []
   if jax.process_index() != 0 or not directory.is_dir():
     return removed
   for child in sorted(directory.iterdir()):
-    if UNFINISHED in child.name:
-      size = sum(f.stat().st_size for f in child.rglob('*') if f.is_file())
-      shutil.rmtree(child)
+    if child.is_dir() and _unfinished(child):
+      size = storage.size(child)
+      child.rmtree()
       logging.info('Removed %s, an unfinished save of an earlier run (%.1f MiB).', child,
                    size / 2**20)
       removed.append(child.name)
   return removed
 
 
-def _steps_in(directory: pathlib.Path) -> list[int]:
-  # Orbax's unfinished saves are '<step>.orbax-checkpoint-tmp-<n>'; int() skips them.
-  steps = []
-  for child in directory.iterdir():
-    if child.is_dir() and child.name.isdigit():
-      steps.append(int(child.name))
-  return sorted(steps)
-
-
-def _step_dir(path: pathlib.Path) -> pathlib.Path:
-  """The step directory for a workdir, its 'checkpoints' dir, or a step dir itself."""
+def _locate(path: str | os.PathLike) -> tuple[epath.Path, int]:
+  """(checkpoints directory, step) of the latest finished checkpoint under `path`: a
+  training workdir, its checkpoints/ directory, or one checkpoints/<step> directory."""
+  path = storage.path(path)
+  usage = 'pass a training workdir, its checkpoints/ directory, or one checkpoints/<step> directory.'
+  if not path.is_dir():
+    raise FileNotFoundError(f'{path} is not a directory; {usage}')
   if (path / STATE).is_dir():
-    return path
-  directory = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
-  steps = _steps_in(directory)
+    if not path.name.isdigit():
+      raise FileNotFoundError(f'{path} is not named by its step number, as orbax reads it; '
+                              'pass the checkpoints/<step> directory the run wrote.')
+    return path.parent, int(path.name)
+  directory = path / rundir.CHECKPOINTS if (path / rundir.CHECKPOINTS).is_dir() else path
+  steps = sorted(int(c.name) for c in directory.iterdir()
+                 if c.name.isdigit() and c.is_dir() and not _unfinished(c))
   if not steps:
-    raise FileNotFoundError(
-        f'no checkpoint in {path}; pass a training workdir, its checkpoints/ directory, '
-        'or one checkpoints/<step> directory.')
-  return directory / str(steps[-1])
+    raise FileNotFoundError(f'no checkpoint in {path}; {usage}')
+  return directory, steps[-1]
+
+
+def _reading_manager(directory: epath.Path) -> ocp.CheckpointManager:
+  """A manager that only reads the checkpoints in `directory` (create=False).
+
+  The manager training writes with: it reads a step's own metadata (a checkpointer on
+  state/ alone looks for it there and warns). Both items are registered so that orbax does
+  not warn about `meta`. `state` is read with the PyTree handler (the Standard handler
+  training saves with is a thin wrapper over it, same files) because its PyTreeRestore can
+  read the params alone (partial_restore), not the optimizer state beside them.
+  """
+  try:
+    return ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(create=False),
+        item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f'cannot open {directory} ({_one_line(e)}); pass a training '
+                          'workdir or its checkpoints/ directory.') from e
 
 
 def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
   """The params of the latest checkpoint under `path` as nested numpy arrays, on the host.
 
   path: a training workdir, its checkpoints/ directory, or one checkpoints/<step>
-  directory (named by its step, as orbax finds it). Needs no mesh (arrays saved sharded
-  come back whole) and no TensorFlow.
+  directory (named by its step, as orbax finds it), local or on an object store. Needs no
+  mesh (arrays saved sharded come back whole) and no TensorFlow.
   """
-  path = pathlib.Path(path).expanduser().absolute()
-  if not path.is_dir():
-    raise FileNotFoundError(
-        f'{path} is not a directory; pass a training workdir, its checkpoints/ directory, '
-        'or one checkpoints/<step> directory.')
-  step_dir = _step_dir(path)
-  state_dir = step_dir / STATE
-  if not step_dir.name.isdigit():
-    raise FileNotFoundError(f'{step_dir} is not named by its step number, as orbax reads it; '
-                            'pass the checkpoints/<step> directory the run wrote.')
-  # The manager training writes with, on the step's parent: it reads the step's own metadata
-  # (a checkpointer on state/ alone looks for it there and warns). Both items are registered
-  # so that orbax does not warn about `meta`; create=False writes nothing. `state` is read
-  # with the PyTree handler (the Standard handler training saves with is a thin wrapper
-  # over it, same files) because its PyTreeRestore can read the params alone
-  # (partial_restore), not the optimizer state beside them.
-  manager = _reading_manager(step_dir)
+  directory, step = _locate(path)
+  state_dir = directory / str(step) / STATE
+  manager = _reading_manager(directory)
   _ORBAX_TRACEBACKS.attach()
   try:
-    step = int(step_dir.name)
     tree = manager.item_metadata(step)[STATE].tree
     target = {'params': tree['params']}
     # Host numpy arrays: no mesh, whatever the layout the run saved them with.
@@ -573,37 +603,21 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
   return restored[STATE]['params']
 
 
-def _reading_manager(step_dir: pathlib.Path) -> ocp.CheckpointManager:
-  """A manager that only reads the checkpoints beside `step_dir` (create=False)."""
-  try:
-    return ocp.CheckpointManager(
-        step_dir.parent, options=ocp.CheckpointManagerOptions(create=False),
-        item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f'cannot open {step_dir.parent} ({_one_line(e)}); pass a training '
-                          'workdir or its checkpoints/ directory.') from e
-
-
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
   """The meta dict (step, epoch, config as JSON text, ...) of the latest checkpoint under
   `path` (the places `load_params` takes), on the host; {} if that checkpoint has none."""
-  path = pathlib.Path(path).expanduser().absolute()
-  if not path.is_dir():
-    raise FileNotFoundError(
-        f'{path} is not a directory; pass a training workdir, its checkpoints/ directory, '
-        'or one checkpoints/<step> directory.')
-  step_dir = _step_dir(path)
-  if not (step_dir / META).is_dir():
+  directory, step = _locate(path)
+  if not (directory / str(step) / META).is_dir():
     return {}
-  manager = _reading_manager(step_dir)
+  manager = _reading_manager(directory)
   _ORBAX_TRACEBACKS.attach()
   try:
-    restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(**{
-        META: ocp.args.JsonRestore()}))
+    restored = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))
   except Exception as e:  # pylint: disable=broad-except
     _ORBAX_TRACEBACKS.failed = True
-    raise CheckpointError(f'cannot read {step_dir / META} ({_one_line(e)}); pass another step '
-                          'directory (checkpoints/<step>); this one is left as it is.') from e
+    raise CheckpointError(f'cannot read {directory / str(step) / META} ({_one_line(e)}); pass '
+                          'another step directory (checkpoints/<step>); this one is left as it '
+                          'is.') from e
   finally:
     manager.close()
     _ORBAX_TRACEBACKS.detach()

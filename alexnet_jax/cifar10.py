@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from typing import Callable, Iterator
@@ -40,7 +39,7 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 
-from alexnet_jax import evaluate
+from alexnet_jax import evaluate, storage
 
 FIGURE_SIZE = (6, 4.5)  # Inches; at DPI 100 the PNG is 600x450 pixels.
 DPI = 100
@@ -417,7 +416,8 @@ def plot(summary: dict, path: str) -> None:
   ax.set_ylim(0, 1)
   ax.legend()
   fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.12)
-  fig.savefig(path, dpi=DPI)
+  with storage.path(path).open('wb') as f:  # A local file or an object (gs://...).
+    fig.savefig(f, format='png', dpi=DPI)
   plt.close(fig)
 
 
@@ -524,10 +524,9 @@ def run(config, workdir: str) -> dict:
     summary['seed_spread'] = {a: spread([s[a] for s in summary['seeds'].values()])
                               for a in config.activations}
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    plot(summary, os.path.join(workdir, 'figure1_relu_vs_tanh.png'))
-    with open(os.path.join(workdir, 'figure1.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    storage.path(workdir).mkdir(parents=True, exist_ok=True)
+    plot(summary, str(storage.path(workdir) / 'figure1_relu_vs_tanh.png'))
+    storage.write_whole(storage.path(workdir) / 'figure1.json', json.dumps(summary, indent=2))
   print(report(summary), flush=True)
   return summary
 

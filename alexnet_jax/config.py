@@ -118,6 +118,10 @@ def default_config() -> ml_collections.ConfigDict:
   # A finished workdir (its last step trained and evaluated) is left as it is when run
   # again; True evaluates its last checkpoint once more (new rows in metrics.jsonl).
   config.reevaluate = False
+  # A workdir on an object store (gs://) is locked by a leased object (alexnet_jax.rundir):
+  # a run that dies without releasing it (kill -9, a pre-empted pod) blocks the workdir
+  # until its lease runs out, after this many seconds; it is renewed every quarter of it.
+  config.lock_lease_s = 120.0
   return config
 
 

@@ -29,12 +29,11 @@ file records. A mismatch is a one-line ValueError naming the layer.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import numpy as np
 
-from alexnet_jax import caffe_proto, model
+from alexnet_jax import caffe_proto, model, rundir, storage
 
 # The (group, stride, pad) of bvlc_alexnet's convolutions (its deploy.prototxt; conv1 reads
 # a 227x227 crop without padding).
@@ -191,11 +190,10 @@ def _to_layout(arrays: dict[str, list[np.ndarray]], spec: model.Spec) -> model.P
 
 def read_caffemodel(path: str, cfg) -> model.Params:
   """The params of a bvlc_alexnet-shaped .caffemodel file; one-line ValueError otherwise."""
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     raise ValueError(f'{path} is not a file: download bvlc_alexnet.caffemodel (README, '
                      '"Pretrained weights") and pass its path.')
-  with open(path, 'rb') as f:
-    data = f.read()
+  data = storage.path(path).read_bytes()
   try:
     net = caffe_proto.read_net(data)
   except caffe_proto.CaffeModelError as e:
@@ -208,18 +206,18 @@ def write_checkpoint(params: model.Params, output: str, meta: dict) -> str:
   """Saves {'params': params} as step 0 of `output`'s checkpoints; returns its directory."""
   # Imported here: orbax is not needed to read and check a file.
   from alexnet_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(output, 'checkpoints')
-  if os.path.isdir(directory) and os.listdir(directory):
+  directory = rundir.RunDir(output).checkpoints
+  if directory.is_dir() and any(directory.iterdir()):
     raise ValueError(f'{directory} already holds checkpoints: choose an empty --output.')
   with checkpoints.Checkpoints(output, keep=1, every=1) as ckpt:
     ckpt.save(0, {'params': params}, meta, force=True)
-  return os.path.join(directory, '0')
+  return str(directory / '0')
 
 
 def convert(caffemodel: str, output: str, config) -> str:
   """Reads `caffemodel`, checks it against `config.model`, writes the checkpoint."""
   params = read_caffemodel(caffemodel, config.model)
-  meta = {'step': 0, 'epoch': 0.0, 'converted_from': os.path.abspath(caffemodel),
+  meta = {'step': 0, 'epoch': 0.0, 'converted_from': str(storage.path(caffemodel)),
           'config': config.to_json(), 'note': 'Converted Caffe weights: params only.'}
   return write_checkpoint(params, output, meta)
 
@@ -239,7 +237,7 @@ def main(argv):
     except ValueError as e:
       sys.exit(f'error: {e}')
     print(f'dry run: the config computes bvlc_alexnet; would read {flags_.caffemodel} and write '
-          f'{os.path.join(flags_.output, "checkpoints", "0")}. Nothing was read or written.')
+          f'{rundir.RunDir(flags_.output).checkpoints / "0"}. Nothing was read or written.')
     return
   try:
     where = convert(flags_.caffemodel, flags_.output, config)

@@ -15,8 +15,17 @@ fake-device multi-process runs of launch/local_multiprocess.sh and the tests.
 
 from __future__ import annotations
 
+import itertools
+from typing import Callable, TypeVar
+
 import jax
 from absl import logging
+
+T = TypeVar('T')
+# How long the other processes wait for a step process 0 takes alone: building ImageNet
+# (README, Data) and its statistics take hours, not the seconds a collective waits.
+WAIT_FOR_PROCESS_0_S = 48 * 3600
+_uses = itertools.count()
 
 
 def _no_cluster_detected(error: ValueError) -> bool:
@@ -59,3 +68,36 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   logging.info('Process %d of %d: %d local devices of %d.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   return True
+
+
+class Process0Failed(ValueError):
+  """A step that process 0 takes alone failed there; its own error line says why."""
+
+
+def on_process_0(what: str, step: Callable[[], T], *, timeout_s: float = WAIT_FOR_PROCESS_0_S
+                 ) -> T | None:
+  """Runs `step` on process 0 alone (a dataset build, the statistics, taking the lock) while
+  the other processes wait; returns its result there, None elsewhere.
+
+  The others wait on the coordination service's key-value store, not on a device
+  collective: the first cross-process collective on CPU (gloo) gives up connecting after
+  30 s, and a build takes hours. Process 0's exception is raised on process 0; the others
+  raise Process0Failed, which points to it. what: the step in words, for that line.
+  """
+  if jax.process_count() == 1:
+    return step()
+  from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
+  client = multihost.get_jax_distributed_client()
+  key = f'alexnet_jax/process_0/{next(_uses)}'  # Every process counts its calls alike.
+  if jax.process_index() == 0:
+    try:
+      result = step()
+    except BaseException:
+      client.key_value_set(key, 'failed')
+      raise
+    client.key_value_set(key, 'done')
+    return result
+  logging.info('Waiting for process 0 to %s.', what)
+  if client.blocking_key_value_get(key, int(timeout_s * 1000)) != 'done':
+    raise Process0Failed(f'process 0 could not {what} (its error line says why).')
+  return None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import functools
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from alexnet_jax import (checkpoints, input_pipeline, losses, metrics, model, parallel,
-                         preflight)
+                         preflight, rundir, storage)
 from alexnet_jax.data import augment, device_augment
 from alexnet_jax.data.spec import DataSpec
 from alexnet_jax.data.statistics import load_stats
@@ -92,15 +91,16 @@ def evaluate(params, config, layout: parallel.Layout, views: str, *,
     totals[:] += np.asarray(jax.device_get(counts))
     progress.update(examples)
 
-  for batch in input_pipeline.eval_batches(
+  with input_pipeline.eval_batches(
       spec, global_batch_size=batch_size, views=views,
-      process_index=jax.process_index(), process_count=jax.process_count()):
-    examples = int(batch['mask'].sum()) * jax.process_count()  # Shares are equal but the last.
-    batch = layout.global_batch(batch)
-    pending.append((step(params, batch['images'], batch['labels'], batch['mask'], *means),
-                    examples))
-    if len(pending) > 2:
-      finish_oldest()
+      process_index=jax.process_index(), process_count=jax.process_count()) as batches:
+    for batch in batches:
+      examples = int(batch['mask'].sum()) * jax.process_count()  # Shares are equal but the last.
+      batch = layout.global_batch(batch)
+      pending.append((step(params, batch['images'], batch['labels'], batch['mask'], *means),
+                      examples))
+      if len(pending) > 2:
+        finish_oldest()
   while pending:
     finish_oldest()
   progress.close()
@@ -122,8 +122,9 @@ def evaluate_views(params, config, layout: parallel.Layout, views, step: int, wo
                         f'val_{v}_top5_error': results[v]['top5_error']})
   if final and jax.process_index() == 0:
     results['devices'] = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
-    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-      json.dump(results, f, indent=2)
+    path = rundir.RunDir(workdir).eval
+    with storage.writing(path):
+      storage.write_whole(path, json.dumps(results, indent=2))
   return results
 
 
@@ -132,9 +133,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   spec = preflight.check_config(config)
   layout = parallel.Layout.from_config(config, batch_sizes=(config.eval_batch_size,))
   preflight.check_dataset(config, spec, training=False)  # Evaluation reads no training batch.
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  ckpt_dir = rundir.RunDir(workdir).checkpoints
   step = None
-  if os.path.isdir(ckpt_dir):
+  if ckpt_dir.is_dir():
     with checkpoints.Checkpoints(workdir) as ckpt:
       step = ckpt.latest_step()
   if step is None:
@@ -147,7 +148,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   bad = [f'{name}/{leaf}' for name, layer in params.items() for leaf, x in layer.items()
          if not np.all(np.isfinite(x))]
   if bad:
-    raise ValueError(f'checkpoint {os.path.join(ckpt_dir, str(step))} holds NaN/Inf params '
+    raise ValueError(f'checkpoint {ckpt_dir / str(step)} holds NaN/Inf params '
                      f'({", ".join(bad)}): move that step directory aside to evaluate the one before '
                      'it, or train again with a lower --config.optim.learning_rate.')
   with jax.set_mesh(layout.mesh):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import sys
 
 from absl import app, flags
@@ -34,7 +33,7 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
-from alexnet_jax import checkpoints, input_pipeline, inspection, model
+from alexnet_jax import checkpoints, input_pipeline, inspection, model, rundir, storage
 from alexnet_jax.data.spec import DataSpec
 
 FIGURES = ('kernels', 'predictions', 'neighbours', 'curves')
@@ -47,8 +46,7 @@ RANDOM_COLOURFULNESS = float(np.sqrt(np.pi / 6))
 
 def load_config(workdir: str, data_dir: str | None = None) -> ml_collections.ConfigDict:
   """The run's config as train.py saved it, with the data dir optionally replaced."""
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(json.loads(rundir.RunDir(workdir).config.read_text()))
   if data_dir:
     config.data.data_dir = data_dir
   return config
@@ -67,7 +65,8 @@ def save(fig: Figure, path: str) -> None:
   so the figures stay small enough to commit."""
   fig.canvas.draw()
   rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-  Image.fromarray(rgb).quantize(256).save(path, optimize=True)
+  with storage.path(path).open('wb') as f:  # A local file or an object (gs://...).
+    Image.fromarray(rgb).quantize(256).save(f, format='png', optimize=True)
 
 
 # ----------------------------------------------------------------------- Fig. 3: kernels
@@ -176,14 +175,17 @@ def centre_crops(data_cfg, split: str, limit: int | None, batch_size: int):
   data_cfg = dataclasses.replace(DataSpec.from_config(data_cfg), eval_split=split,
                                  augment_on='host')
   seen = 0
-  for batch in input_pipeline.eval_batches(data_cfg, global_batch_size=batch_size, views='center'):
-    keep = batch['mask']
-    if limit is not None:
-      keep = keep & (np.arange(len(keep)) + seen < limit)
-    if not keep.any():
-      return
-    yield batch['images'][keep, 0], batch['labels'][keep], seen
-    seen += int(keep.sum())
+  # Closed when this generator ends or is closed (or collected), not at the batches' end.
+  with input_pipeline.eval_batches(data_cfg, global_batch_size=batch_size,
+                                   views='center') as batches:
+    for batch in batches:
+      keep = batch['mask']
+      if limit is not None:
+        keep = keep & (np.arange(len(keep)) + seen < limit)
+      if not keep.any():
+        return
+      yield batch['images'][keep, 0], batch['labels'][keep], seen
+      seen += int(keep.sum())
 
 
 def top5(params, images, config) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +317,7 @@ def neighbours_figure(queries, neighbours) -> Figure:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+  with rundir.RunDir(workdir).metrics.open() as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -378,9 +380,9 @@ def make_figures(config, workdir: str, which=FIGURES, *, num_images: int = 4,
   if unknown:
     raise ValueError(f'unknown figures {sorted(unknown)}; choose from {FIGURES}.')
   write = jax.process_index() == 0
-  output_dir = output_dir or workdir
+  output_dir = storage.path(output_dir or workdir)
   if write:
-    os.makedirs(output_dir, exist_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
   result = {'paths': {}}
   needs_params = {'kernels', 'predictions', 'neighbours'} & set(which)
   params = checkpoints.load_params(workdir) if needs_params else None
@@ -388,7 +390,7 @@ def make_figures(config, workdir: str, which=FIGURES, *, num_images: int = 4,
     kernel = np.asarray(params['conv1']['kernel'])
     result['colourfulness'] = column_colourfulness(kernel)
     print(describe_columns(result['colourfulness']))
-    result['paths']['kernels'] = os.path.join(output_dir, 'kernels.png')
+    result['paths']['kernels'] = str(output_dir / 'kernels.png')
     if write:
       plot_kernels(kernel, result['paths']['kernels'])
   if {'predictions', 'neighbours'} & set(which):
@@ -396,7 +398,7 @@ def make_figures(config, workdir: str, which=FIGURES, *, num_images: int = 4,
     images, labels, _ = next(centre_crops(config.data, config.data.eval_split, num_images, num_images))
   if 'predictions' in which:
     probs, top_labels = top5(params, images, config)
-    result['paths']['predictions'] = os.path.join(output_dir, 'predictions.png')
+    result['paths']['predictions'] = str(output_dir / 'predictions.png')
     if write:
       plot_predictions(displayable(images, config), labels, probs, top_labels, class_names,
                        result['paths']['predictions'], columns=num_images)
@@ -404,14 +406,14 @@ def make_figures(config, workdir: str, which=FIGURES, *, num_images: int = 4,
     index, neighbours = training_neighbours(params, images, config, num_train=num_train,
                                             batch_size=batch_size)
     result['neighbour_indices'] = index
-    result['paths']['neighbours'] = os.path.join(output_dir, 'neighbours.png')
+    result['paths']['neighbours'] = str(output_dir / 'neighbours.png')
     if write:
       plot_neighbours(displayable(images, config),
                       displayable(neighbours.reshape((-1,) + neighbours.shape[2:]), config)
                       .reshape(neighbours.shape[:2] + neighbours.shape[2:]),
                       result['paths']['neighbours'])
   if 'curves' in which:
-    result['paths']['curves'] = os.path.join(output_dir, 'curves.png')
+    result['paths']['curves'] = str(output_dir / 'curves.png')
     if write:
       plot_curves(read_metrics(workdir), result['paths']['curves'])
   for path in result['paths'].values():

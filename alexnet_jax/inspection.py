@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import pathlib
 import re
 
 import jax
@@ -28,7 +27,7 @@ import ml_collections
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from alexnet_jax import model
+from alexnet_jax import model, rundir, storage
 
 # ImageNet's per-channel RGB mean (0-255), what config.data.statistics='imagenet' subtracts;
 # the same numbers as input_pipeline.IMAGENET_RGB_MEAN, kept here so that no TensorFlow
@@ -46,9 +45,9 @@ def _one_line(error: BaseException) -> str:
 def run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
   """The config a run trained with: <workdir>/config.json, which training writes before its
   first step, or else the config its latest checkpoint records (converted Caffe weights
-  have only that)."""
-  path = pathlib.Path(workdir).expanduser().absolute()
-  config_file = path / 'config.json'
+  have only that). The workdir may be local or on an object store (gs://...)."""
+  path = storage.path(workdir)
+  config_file = rundir.RunDir(workdir).config
   if config_file.is_file():
     try:
       return ml_collections.ConfigDict(json.loads(config_file.read_text()))
@@ -70,10 +69,10 @@ def load_run(workdir: str | os.PathLike, config: ml_collections.ConfigDict | Non
   Raises a one-line FileNotFoundError or ValueError naming the folder and what is missing
   (no checkpoint, no config), or the first parameter that does not fit the config.
   """
-  path = pathlib.Path(workdir).expanduser().absolute()
+  path = storage.path(workdir)
   if not path.is_dir():
     raise FileNotFoundError(f'{path} is not a directory: pass a training workdir (one with '
-                            'checkpoints/ and config.json).')
+                            'checkpoints/ and config.json), local or gs://.')
   from alexnet_jax import checkpoints  # pylint: disable=g-import-not-at-top  (orbax)
   params = checkpoints.load_params(path)
   config = run_config(path) if config is None else config
@@ -118,7 +117,7 @@ def _mean_patch(config, mean: np.ndarray | None) -> np.ndarray:
 def read_image(path: str | os.PathLike) -> np.ndarray:
   """An image file as uint8 RGB [h, w, 3]; a one-line ValueError naming a file that is not one."""
   try:
-    with Image.open(path) as image:
+    with storage.path(path).open('rb') as f, Image.open(f) as image:
       return np.asarray(image.convert('RGB'))
   except FileNotFoundError:
     raise FileNotFoundError(f'{path}: no such file.') from None

@@ -99,7 +99,7 @@ def main(argv):
   if FLAGS.dry_run:
     sys.exit(dry_run(FLAGS.config, FLAGS.workdir, FLAGS.mode))
   # After flag parsing: --help stays fast.
-  from alexnet_jax import checkpoints, evaluate, rundir, train  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import checkpoints, evaluate, rundir, storage, train  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.mode == 'eval':
       results = evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
@@ -108,9 +108,9 @@ def main(argv):
       summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
       print_summary(summary, summary.get('num_classes'))
   except (ValueError, FileNotFoundError, train.TrainingDiverged, rundir.WorkdirInUse,
-          checkpoints.CheckpointSaveError) as e:
-    # Bad config, data, files or checkpoints, a workdir in use, a full disk: one line that
-    # says what to change.
+          checkpoints.CheckpointSaveError, storage.WriteError) as e:
+    # Bad config, data, files or checkpoints, a workdir in use, a full disk or a store that
+    # refuses writes: one line that says what to change.
     sys.exit(f'error: {e}')
 
 

@@ -1,8 +1,8 @@
 """Where training's numbers go, and the figures its console lines show.
 
 - `Writer`: one JSON object per line to DIR/metrics.jsonl, mirrored to TensorBoard under
-  DIR/tensorboard; `drop_after` removes a resumed run's rows that it will log again;
-  `logged` reads a column back.
+  DIR/tensorboard (local or on an object store); `drop_after` removes a resumed run's rows
+  that it will log again; `logged` reads a column back.
 - `Throughput`: images/s and ETA since the last report, for train.py's console lines.
 - `Progress`: a one-line progress bar on stderr (evaluation, the statistics pass).
 
@@ -13,11 +13,12 @@ alone (the other processes compute the same global metrics).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
 from absl import logging
+
+from alexnet_jax import rundir, storage
 
 
 def format_duration(seconds: float) -> str:
@@ -29,11 +30,11 @@ def format_duration(seconds: float) -> str:
 
 def logged(workdir: str, key: str) -> list[float]:
   """The values of `key` in DIR/metrics.jsonl, in order (every session of a resumed run)."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = rundir.RunDir(workdir).metrics
+  if not path.exists():
     return []
   values = []
-  with open(path) as f:
+  with path.open() as f:
     for line in f:
       try:
         row = json.loads(line)
@@ -45,16 +46,22 @@ def logged(workdir: str, key: str) -> list[float]:
 
 
 class Writer:
-  """Appends one JSON object per line to DIR/metrics.jsonl and mirrors it to TensorBoard."""
+  """Appends one JSON object per line to DIR/metrics.jsonl and mirrors it to TensorBoard.
+
+  On an object store, which has no append, each row rewrites the file (TensorFlow's GCS
+  filesystem uploads it whole again): at most a few MB for a whole paper run, written once
+  per logged step.
+  """
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
-    self._tb = None
+    run = rundir.RunDir(workdir)
+    self.path = run.metrics
+    self._tb, self._tb_dir = None, run.tensorboard
     if enabled:
       try:  # TensorFlow is already loaded by the input pipeline; TensorBoard is a bonus.
         import tensorflow as tf
-        self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+        self._tb = tf.summary.create_file_writer(str(run.tensorboard))
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('No TensorBoard events (%s); metrics.jsonl is still written.', e)
 
@@ -63,13 +70,13 @@ class Writer:
 
     A run that crashed after its last checkpoint logged steps it will now train again;
     keeping those rows would list (and plot) them twice. A torn last line from the crash
-    is dropped too. The file is replaced in one rename, so a second crash leaves either
-    the old or the new file. TensorBoard's event files are not rewritten.
+    is dropped too. The file is replaced whole (`storage.write_whole`), so a second crash
+    leaves either the old or the new file. TensorBoard's event files are not rewritten.
     """
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled or not self.path.exists():
       return
     kept, dropped = [], 0
-    with open(self.path) as f:
+    with self.path.open() as f:
       for line in f:
         try:
           keep = json.loads(line)['step'] <= step
@@ -81,10 +88,8 @@ class Writer:
           dropped += 1
     if not dropped:
       return
-    tmp = f'{self.path}.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    with storage.writing(self.path):
+      storage.write_whole(self.path, ''.join(kept))
     logging.info('Dropped %d rows after step %d from %s: they are trained again.', dropped, step,
                  self.path)
 
@@ -93,15 +98,17 @@ class Writer:
       return
     record = {'step': int(step), **{k: (float(v) if not isinstance(v, str) else v)
                                      for k, v in metrics.items()}}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    with storage.writing(self.path):
+      with self.path.open('a') as f:
+        f.write(json.dumps(record) + '\n')
     if self._tb is not None:
       import tensorflow as tf
-      with self._tb.as_default(step=int(step)):
-        for k, v in record.items():
-          if k != 'step' and not isinstance(v, str):
-            tf.summary.scalar(k, v)
-      self._tb.flush()
+      with storage.writing(self._tb_dir):
+        with self._tb.as_default(step=int(step)):
+          for k, v in record.items():
+            if k != 'step' and not isinstance(v, str):
+              tf.summary.scalar(k, v)
+        self._tb.flush()
 
 
 class Throughput:

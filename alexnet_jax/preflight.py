@@ -7,17 +7,12 @@ checked by `parallel.Layout`.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-import jax
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from alexnet_jax import input_pipeline, model, optim
+from alexnet_jax import distributed, input_pipeline, model, optim, storage
 from alexnet_jax.data import spec as data_spec
 
 VIEWS = data_spec.VIEWS  # Sec. 4.1's view schemes: the centre crop, and the 10 views.
@@ -42,32 +37,45 @@ def check_config(config: ml_collections.ConfigDict) -> model.Spec:
 
 
 def check_workdir(workdir: str) -> None:
-  """That `workdir` can be written, creating nothing: a run that fails a later check
-  leaves no empty directory behind (`create_workdir` makes it)."""
-  path = os.path.abspath(workdir)
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  try:
-    if not os.path.isdir(existing):
-      raise NotADirectoryError(20, f'{existing} is not a directory')
-    with tempfile.NamedTemporaryFile(dir=existing):
-      pass
-  except OSError as e:
-    raise ValueError(f'cannot write to workdir {workdir!r} ({e.strerror}): choose another '
-                     '--workdir.') from None
+  """That `workdir` can be written, creating nothing that stays: a run that fails a later
+  check leaves no empty directory behind (`create_workdir` makes it). On an object store:
+  the bucket exists and these credentials may write there."""
+  storage.check_writable(workdir, 'workdir', 'choose another --workdir')
 
 
 def create_workdir(workdir: str) -> None:
   try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f'cannot create workdir {workdir!r} ({e.strerror}): choose another '
+    storage.path(workdir).mkdir(parents=True, exist_ok=True)
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or the store's answer)
+    raise ValueError(f'cannot create workdir {workdir!r} ({storage.one_line(e)}): choose another '
                      '--workdir.') from None
 
 
+def check_data_paths(data_cfg) -> None:
+  """A one-line error naming any data path on a store that cannot be read (a scheme
+  TensorFlow has no filesystem for, a missing bucket, no credentials), before any read."""
+  for field in ('data_dir', 'manual_dir', 'folder', 'prepared_dir', 'stats_file'):
+    value = data_cfg.get(field)
+    if value:
+      storage.check_readable(value, f'config.data.{field}',
+                             f'set --config.data.{field} to a local path or a gs:// one you can '
+                             'read')
+
+
+def build_dataset(data_cfg) -> None:
+  """One build per run: process 0 builds the dataset where its source needs one (TFDS
+  downloads or generates it on first use); the others wait for it, then read the same
+  build. A failed build (a missing manual download) is process 0's one line; the other
+  processes stop with a line that points to it."""
+  distributed.on_process_0(f'build the dataset {data_cfg.source!r}',
+                           lambda: input_pipeline.get_source(data_cfg).prepare())
+
+
 def check_dataset(config, spec: model.Spec, *, training: bool = True) -> input_pipeline.DatasetInfo:
-  """The dataset against the model, and (training) against the batch size."""
+  """The dataset (built once, by process 0) against the model, and (training) against the
+  batch size."""
+  check_data_paths(config.data)
+  build_dataset(config.data)
   info = input_pipeline.dataset_info(config.data)
   if info.num_classes != spec.num_classes:
     raise ValueError(f'The dataset has {info.num_classes} classes but config.model.num_classes '
@@ -110,8 +118,6 @@ def ensure_statistics(data_cfg) -> None:
                  'mean, not this training split\'s mean image.')
     return
   check_statistics_file(data_cfg)
-  if jax.process_index() == 0:
-    input_pipeline.load_stats(data_cfg)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('alexnet_jax: dataset statistics')
+  distributed.on_process_0('compute the dataset statistics',
+                           lambda: input_pipeline.load_stats(data_cfg))
   input_pipeline.load_stats(data_cfg)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from typing import Any
 
 from absl import app, flags
 
 from alexnet_jax import config as configs_lib
+from alexnet_jax import rundir, storage
 
 # Table 2, "1 CNN": ILSVRC-2012 validation top-1 / top-5 error (%).
 PAPER_ONE_CNN = (40.7, 18.2)
@@ -151,17 +151,14 @@ class Run:
 
 
 def read_run(path: str) -> Run:
-  with open(os.path.join(path, 'config.json')) as f:
-    config = json.load(f)
+  """A finished or running run's files (local or gs://), read through `rundir.RunDir`."""
+  run = rundir.RunDir(path)
+  config = json.loads(run.config.read_text())
   records = []
-  metrics = os.path.join(path, 'metrics.jsonl')
-  if os.path.exists(metrics):
-    with open(metrics) as f:
+  if run.metrics.exists():
+    with run.metrics.open() as f:
       records = [json.loads(line) for line in f if line.strip()]
-  result = None
-  if os.path.exists(os.path.join(path, 'eval.json')):
-    with open(os.path.join(path, 'eval.json')) as f:
-      result = json.load(f)
+  result = json.loads(run.eval.read_text()) if run.eval.exists() else None
   return Run(path, config, records, result)
 
 
@@ -266,8 +263,7 @@ def main(argv):
   text = table([read_run(p) for p in paths])
   print(text)
   if FLAGS.output:
-    with open(FLAGS.output, 'w') as f:
-      f.write(text + '\n')
+    storage.write_whole(FLAGS.output, text + '\n')
 
 
 if __name__ == '__main__':

@@ -14,10 +14,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import signal
 import threading
 
+# The lock of a gs:// workdir (rundir.LeaseLock) writes with it. Imported here, before the
+# input pipeline starts threads: CPython 3.11.7 can fail an import made while threads run.
+from google.cloud import storage as _gcs  # noqa: F401  pylint: disable=unused-import
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -121,12 +123,12 @@ def all_finite(tree) -> jax.Array:
 
 
 class _StopFlags:
-  """Turns SIGTERM (a pod's pre-emption notice) and a failed background save into flags
-  the loop checks each step.
+  """Turns SIGTERM (a pod's pre-emption notice), a failed background save and a lost
+  workdir lock into flags the loop checks each step.
 
-  In a multi-process run the notice may reach one host only, and a save may fail on one
-  host only (its disk), yet orbax saves are collective: every process must save, and at
-  the same step, and stop at the same step. `agreed` gives the flags OR-ed over the
+  In a multi-process run the notice may reach one host only, a save may fail on one host
+  only (its disk), and only process 0 holds the lock, yet orbax saves are collective: every
+  process must save, and at the same step, and stop at the same step. `agreed` gives the flags OR-ed over the
   processes. Each step it dispatches a tiny all-reduce of this process's flags and reads
   the one dispatched the step before, so all processes stop at the same step (one after
   the first seen) and the host stays one step ahead of the devices rather than waiting on
@@ -152,21 +154,23 @@ class _StopFlags:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
 
-  def agreed(self, layout: parallel.Layout, save_failed: bool = False) -> tuple[bool, bool]:
-    """(stop requested, a save failed) on any process; call it at every step on every process."""
+  def agreed(self, layout: parallel.Layout, save_failed: bool = False,
+             lock_lost: bool = False) -> tuple[bool, bool, bool]:
+    """(stop requested, a save failed, the lock was lost) on any process; call it at every
+    step on every process."""
     if jax.process_count() == 1:
-      return self.requested, save_failed
+      return self.requested, save_failed, lock_lost
     # One row of flags per local device of the mesh, so the array spans every process.
     mesh = layout.mesh
     spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.AXES))
     local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
     flags = jax.make_array_from_process_local_data(
-        spread, np.tile(np.array([[self.requested, save_failed]]), (local, 1)))
+        spread, np.tile(np.array([[self.requested, save_failed, lock_lost]]), (local, 1)))
     previous, self._pending = self._pending, _any_flag(flags, layout.replicated)
     if previous is None:
-      return False, False
-    stop, failed = np.asarray(previous)
-    return bool(stop), bool(failed)
+      return False, False, False
+    stop, failed, lost = np.asarray(previous)
+    return bool(stop), bool(failed), bool(lost)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -195,8 +199,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rundir.check_resume(workdir, config)
   preflight.ensure_statistics(config.data)
   preflight.create_workdir(workdir)
-  with rundir.hold(workdir):
-    return _train_and_evaluate(config, workdir, spec, layout, info)
+  with rundir.hold(workdir, config.lock_lease_s) as lock:
+    return _train_and_evaluate(config, workdir, spec, layout, info, lock)
 
 
 def _last_good(ckpt: checkpoints.Checkpoints) -> str:
@@ -207,18 +211,17 @@ def _last_good(ckpt: checkpoints.Checkpoints) -> str:
 
 def _finished(workdir: str, step: int | None, total_steps: int) -> dict | None:
   """DIR/eval.json if it evaluates `step`, the last checkpoint, and that is the last step."""
-  path = os.path.join(workdir, 'eval.json')
-  if step is None or step < total_steps or not os.path.exists(path):
+  path = rundir.RunDir(workdir).eval
+  if step is None or step < total_steps or not path.exists():
     return None
-  with open(path) as f:
-    try:
-      results = json.load(f)
-    except ValueError:
-      return None  # Torn by a crash while it was written: evaluate again.
+  try:
+    results = json.loads(path.read_text())
+  except ValueError:
+    return None  # Torn by a crash while it was written: evaluate again.
   return results if results.get('step') == step else None
 
 
-def _train_and_evaluate(config, workdir, spec, layout, info) -> dict:
+def _train_and_evaluate(config, workdir, spec, layout, info, lock) -> dict:
   lead = jax.process_index() == 0
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
@@ -264,7 +267,7 @@ def _train_and_evaluate(config, workdir, spec, layout, info) -> dict:
     throughput = metrics.Throughput(total_steps, config.batch_size)
     pending, losses = [], []
     step = start
-    with _StopFlags() as stop_flags:
+    with batches, _StopFlags() as stop_flags:  # Closing `batches` stops its threads.
       while step < total_steps:
         batch = next(batches)
         state, step_metrics = train_step(state, batch['images'], batch['labels'],
@@ -310,9 +313,14 @@ def _train_and_evaluate(config, workdir, spec, layout, info) -> dict:
 
         # A background save that failed (here or on another process) stops the run here on
         # every process, in one line.
-        stop, save_failed = stop_flags.agreed(layout, ckpt.failed())
+        stop, save_failed, lock_lost = stop_flags.agreed(
+            layout, ckpt.failed(), bool(lock is not None and lock.lost))
         if save_failed:
           ckpt.raise_failure(elsewhere=True)
+        if lock_lost:  # Another run owns the workdir now: write nothing more into it.
+          raise rundir.WorkdirInUse(
+              f'this run lost the lock of workdir {workdir} at step {step}: another run took '
+              'it over (this one did not renew its lease in time); stopped without saving.')
         if step % config.checkpoint_every_steps == 0 or stop:
           if not bool(all_finite(state['params'])):
             raise TrainingDiverged(f'A parameter became NaN/Inf by step {step}; stopped without '

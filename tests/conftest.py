@@ -1,7 +1,25 @@
+import importlib.util
 import os
+import pathlib
+import sys
+
+# The compile-only backends of `python -m alexnet_jax.aot` (the CUDA PJRT plugin, ptxas,
+# libtpu: alexnet_jax/targets.py, COMPILERS) live in a folder of their own, installed by
+# `python -m alexnet_jax.aot --install_compilers`. It goes on this process's sys.path
+# before jax is first imported (jax looks for the plugins and ptxas at import), so that the
+# GPU and TPU tests compile in-process; and not on PYTHONPATH, so that the commands the tests
+# start (`python -m alexnet_jax.main`, ...) run in the environment users have, without them.
+# targets.py is read on its own: importing the package would import jax first.
+_spec = importlib.util.spec_from_file_location(
+    '_alexnet_jax_targets', pathlib.Path(__file__).resolve().parent.parent / 'alexnet_jax' / 'targets.py')
+_targets = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_targets)
+if _targets.compilers_problem() is None:
+  sys.path.insert(0, _targets.compilers_dir())
+
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
-# The suite runs on the CPU. With the aot extra installed, JAX would otherwise also start
-# the CUDA plugin (and print why it finds no GPU); compile-only devices need no backend.
+# The suite runs on the CPU: with the compilers' folder on the path, JAX would otherwise also
+# start the CUDA plugin (and print why it finds no GPU); compile-only devices need no backend.
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Compiling dominates the suite, and its tests compile the same small programs again and again
 # (a tiny run's train and eval steps, in this process and in the `python -m alexnet_jax...`
@@ -36,11 +54,23 @@ try:  # The reference of the converter and switch tests (the test extra installs
 except ImportError:
   pass
 from tensorflow.python.data import ops as tf_data_ops  # noqa: E402
-for _plugin in ('jax_plugins.xla_cuda12', 'libtpu'):  # The aot extra's, where installed.
+for _plugin in ('jax_plugins.xla_cuda12', 'libtpu'):  # The compilers' folder's, where installed.
   try:
     importlib.import_module(_plugin)
   except ImportError:
     pass
+# Importing libtpu (jax does at import, where it finds it) sets TPU_LIBRARY_PATH to its
+# libtpu.so in this process's environment, which the commands the tests start inherit: they
+# would load it as a run-time backend (and print libtpu's warnings). jax finds it here
+# through the module.
+if os.path.realpath(os.environ.get('TPU_LIBRARY_PATH', '/')).startswith(
+    os.path.realpath(_targets.compilers_dir()) + os.sep):
+  del os.environ['TPU_LIBRARY_PATH']
+
+# The run-directory lock's GCS client and the remote tests' TLS certificates (object_store).
+from google.api_core import exceptions as _gcs_exceptions  # noqa: E402,F401
+from google.cloud import storage as _gcs  # noqa: E402,F401
+import trustme  # noqa: E402,F401
 
 from alexnet_jax import (  # noqa: E402,F401  Imported lazily elsewhere: demo_dataset, prepare, checkpoints.
     aot, checkpoints, cifar10, demo_dataset, evaluate, figures, input_pipeline, metrics, prepare,
@@ -133,6 +163,32 @@ def _tiny_config(folder, **overrides) -> ml_collections.ConfigDict:
   return config
 
 
+def _flat(config, prefix=''):
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def _config_file(path, config) -> str:
+  """A --config file giving `config`: configs/default.py plus the fields that differ."""
+  base = _flat(_configs_default.get_config())
+  diff = {k: v for k, v in _flat(config).items() if base.get(k) != v}
+  path.write_text('from configs import default\n\n\ndef get_config():\n'
+                  '  config = default.get_config()\n'
+                  f'  config.update_from_flattened_dict({diff!r})\n  return config\n')
+  return str(path)
+
+
+@pytest.fixture(scope='session')
+def config_file():
+  """A helper: config_file(path, config) writes a --config file that gives `config`."""
+  return _config_file
+
+
 @pytest.fixture(scope='session')
 def tiny_config():
   """A factory: tiny_config(folder, **dotted_overrides) -> a config training in seconds."""
@@ -174,3 +230,21 @@ def tiny_run(tmp_path_factory):
   config = _tiny_config(folder, num_epochs=1, eval_views=('center',))
   train.train_and_evaluate(config, workdir)
   return config, workdir
+
+
+@pytest.fixture(scope='session')
+def object_store(tmp_path_factory):
+  """A GCS-compatible server on 127.0.0.1 (tests/object_store.py), one per session; its
+  `env` points every client (TensorFlow, tensorstore, google-cloud-storage) at it."""
+  from tests import object_store as store_lib  # pylint: disable=g-import-not-at-top
+  store = store_lib.ObjectStore(tmp_path_factory.mktemp('object_store') / 'store')
+  yield store
+  store.close()
+
+
+@pytest.fixture
+def on_object_store(object_store, monkeypatch):
+  """This test process's clients pointed at the object store (its env set)."""
+  for key, value in object_store.env.items():
+    monkeypatch.setenv(key, value)
+  return object_store

@@ -470,3 +470,19 @@ def test_command_line_and_mode_eval(tmp_path, write_dark_and_bright):
   assert result['center']['top1_error'] == pytest.approx(
       np.mean(np.argmax(logits, -1) != batch['labels']), abs=1e-6)
   assert checkpoints.Checkpoints(workdir).latest_step() == 0
+
+
+def test_converted_weights_go_to_a_bucket_and_come_back(tmp_path, on_object_store):
+  """`convert --output=gs://...`: the checkpoint is written to the object store and reads back
+  as exactly the file's weights; a second conversion there is refused in one line."""
+  config = small_config()
+  path = write_caffemodel(tmp_path / 'net.caffemodel', random_weights(config.model))
+  output = f"{on_object_store.make_bucket('alexnet-jax-convert')}/converted"
+  assert convert.convert(str(path), output, config) == f'{output}/checkpoints/0'
+  expected = convert.read_caffemodel(str(path), config.model)
+  loaded = alexnet_jax.load_params(output)
+  for name in expected:
+    for leaf in expected[name]:
+      np.testing.assert_array_equal(loaded[name][leaf], expected[name][leaf])
+  with pytest.raises(ValueError, match=f'{output}/checkpoints already holds checkpoints'):
+    convert.convert(str(path), output, config)

@@ -74,14 +74,14 @@ def _env(devices):
   return env
 
 
-def run_local(processes, devices, config_file, workdir, *flags):
+def run_local(processes, devices, config_file, workdir, *flags, env=None):
   args = [f'--config={config_file}', f'--workdir={workdir}', *flags]
   if processes == 1:
     command = [sys.executable, '-m', 'alexnet_jax.main', *args]
   else:
     command = ['bash', LAUNCHER, str(processes), str(devices), *args]
-  result = subprocess.run(command, cwd=REPO, env=_env(devices), capture_output=True, text=True,
-                          timeout=TIMEOUT)
+  result = subprocess.run(command, cwd=REPO, env=dict(_env(devices), **(env or {})),
+                          capture_output=True, text=True, timeout=TIMEOUT)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return result.stdout + result.stderr
 
@@ -136,6 +136,45 @@ def test_two_processes_resume(config_file, two_by_two, tmp_path):
   log = run_local(2, 2, config_file, workdir)
   assert 'Resumed from' in log and 'at step 3' in log
   assert_same_params(alexnet_jax.load_params(two_by_two[0]), alexnet_jax.load_params(workdir))
+
+
+def test_two_processes_write_one_gs_run(config_file, two_by_two, object_store, on_object_store):
+  """The same 2 x 2 run with its workdir on the object store: the same parameters, and the
+  run's files (process 0's) and checkpoints (both processes') in the bucket."""
+  bucket = object_store.make_bucket('alexnet-jax-multiprocess')
+  log = run_local(2, 2, config_file, f'{bucket}/run', env=object_store.env)
+  assert '[p0] ' in log and '[p1] ' in log and log.count('Held-out (center view)') == 1
+  local = alexnet_jax.load_params(two_by_two[0])
+  remote = alexnet_jax.load_params(f'{bucket}/run')
+  for name in local:
+    for leaf in local[name]:  # The same computation on the same layout: exactly.
+      np.testing.assert_array_equal(remote[name][leaf], local[name][leaf], err_msg=f'{name}.{leaf}')
+  names = object_store.objects(bucket[len('gs://'):], 'run/')
+  assert {'run/config.json', 'run/metrics.jsonl', 'run/eval.json'} <= names.keys()
+  assert {f'run/checkpoints/{s}/commit_success.txt' for s in (3, 6)} <= names.keys()
+  assert 'run/run.lock' not in names  # Process 0 held it, and released it at the end.
+
+
+def test_a_missing_manual_download_is_one_line_from_process_0_alone(config_file, tmp_path):
+  """imagenet2012 without its tars: process 0, the only one that builds, says what is
+  missing; process 1, waiting for the build, stops with a line pointing to it."""
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  args = [f'--config={config_file}', f'--workdir={tmp_path / "run"}',
+          '--config.data.source=imagenet2012', f'--config.data.manual_dir={manual}',
+          f'--config.data.data_dir={tmp_path / "tfds"}', '--config.model.num_classes=1000']
+  done = subprocess.run(['bash', LAUNCHER, '2', '2', *args], cwd=REPO, env=_env(2),
+                        capture_output=True, text=True, timeout=TIMEOUT)
+  log = done.stdout + done.stderr
+  assert done.returncode == 1, log[-3000:]
+  needs = [line for line in log.splitlines() if 'imagenet2012 needs' in line]
+  assert needs == [f'[p0] error: imagenet2012 needs ILSVRC2012_img_train.tar and '
+                   f'ILSVRC2012_img_val.tar (from image-net.org) in {manual}; missing '
+                   'ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar. Put them there or point '
+                   'config.data.manual_dir at the folder that holds them.'], log[-3000:]
+  assert ("[p1] error: process 0 could not build the dataset 'imagenet2012' (its error line "
+          'says why).') in log.splitlines(), log[-3000:]
+  assert 'Traceback' not in log and not (tmp_path / 'run').exists()
 
 
 def test_sigterm_to_one_process_saves_on_all(config_file, tmp_path):

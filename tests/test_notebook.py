@@ -1,9 +1,10 @@
 """notebooks/inspect.ipynb runs top to bottom, and its saved outputs come from the current code.
 
-The notebook is executed once (nbclient, a fresh kernel) in its fast mode on a tiny run that
-conftest.py trains (`tiny_run`). Cells tagged `deterministic` do not depend on the run (the paper's
-network, its layer table, the columns' exchange, dropout masks of a fixed key): their text
-outputs must equal the ones saved in the notebook.
+The notebook is executed once (nbclient, a fresh kernel) in its fast mode on a tiny run
+trained here with its workdir on the test object store (gs://, tests/object_store.py), so it
+reads the run as a pod's notebook would. Cells tagged `deterministic` do not depend on the run
+(the paper's network, its layer table, the columns' exchange, dropout masks of a fixed key):
+their text outputs must equal the ones saved in the notebook.
 """
 
 import os
@@ -30,16 +31,19 @@ def _text(cell) -> str:
 
 
 @pytest.fixture(scope='module')
-def executed(tiny_run):
-  _, workdir = tiny_run
+def executed(object_store, tmp_path_factory, write_dark_and_bright, tiny_config):
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   saved = nbformat.read(NOTEBOOK, as_version=4)
-  env = {'ALEXNET_NOTEBOOK_WORKDIR': workdir, 'ALEXNET_NOTEBOOK_FAST': '1',
+  workdir = f"{object_store.make_bucket('alexnet-jax-notebook')}/tiny_run"
+  env = {**object_store.env, 'ALEXNET_NOTEBOOK_WORKDIR': workdir, 'ALEXNET_NOTEBOOK_FAST': '1',
          # The kernel imports this checkout's package, whatever is installed.
          'PYTHONPATH': os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p])}
   old = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
   try:
+    images = write_dark_and_bright(tmp_path_factory.mktemp('notebook_images'), {'train': 12, 'val': 7})
+    train.train_and_evaluate(tiny_config(images, num_epochs=1, eval_views=('center',)), workdir)
     nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3', allow_errors=True,
                             resources={'metadata': {'path': str(ROOT)}}).execute()
   finally:

@@ -3,7 +3,9 @@ what the devices allow.
 
 Every fenced `python -m alexnet_jax...` command of README.md runs in a fresh process that
 sees one CPU device, from the repository root, with `--dry_run` (flags, config and device
-layout checked; no data read, nothing written) where the command trains, converts or times.
+layout checked; no data read, nothing written) where the command trains, converts, builds or
+times. A command on `gs://BUCKET` runs against a bucket of the test object store
+(tests/object_store.py).
 """
 
 import logging
@@ -24,7 +26,8 @@ from configs import paper, paper_one_column
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Commands that would train, convert, time or compile for accelerators: checked with their
 # --dry_run. Others run as written.
-DRY_RUN = ('alexnet_jax.main', 'alexnet_jax.convert', 'alexnet_jax.bench', 'alexnet_jax.aot')
+DRY_RUN = ('alexnet_jax.main', 'alexnet_jax.convert', 'alexnet_jax.bench', 'alexnet_jax.aot',
+           'alexnet_jax.data.build')
 
 
 def readme_commands() -> list[list[str]]:
@@ -49,10 +52,20 @@ def test_the_readme_has_commands_to_check():
           'alexnet_jax.summary'} <= modules
 
 
+@pytest.fixture(scope='module')
+def readme_bucket(object_store):
+  """The README's gs://BUCKET, as a bucket of the test object store."""
+  return object_store.make_bucket('alexnet-jax-readme')
+
+
 @pytest.mark.parametrize('argv', readme_commands(), ids=lambda argv: ' '.join(argv[2:4]))
-def test_readme_command_runs_on_one_device(argv):
+def test_readme_command_runs_on_one_device(argv, request):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT),
              XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  if any('gs://BUCKET' in a for a in argv):
+    bucket = request.getfixturevalue('readme_bucket')
+    env.update(request.getfixturevalue('object_store').env)
+    argv = [a.replace('gs://BUCKET', bucket) for a in argv]
   run = [sys.executable] + argv[1:] + (['--dry_run'] if argv[2] in DRY_RUN else [])
   result = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, (

@@ -15,14 +15,12 @@ import subprocess
 import sys
 import types
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import alexnet_jax
 from alexnet_jax import checkpoints, preflight, rundir, train
-from configs import default as configs_default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every step logged (the run's losses can be compared step by step); one view, to be quick.
@@ -38,26 +36,6 @@ def snapshot(workdir):
   """Every file under `workdir` with its size and modification time."""
   return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in
                 pathlib.Path(workdir).rglob('*'))
-
-
-def _flat(config, prefix=''):
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      flat.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + key] = value
-  return flat
-
-
-def config_file(path, config) -> str:
-  """A --config file giving `config`: configs/default.py plus the fields that differ."""
-  base = _flat(configs_default.get_config())
-  diff = {k: v for k, v in _flat(config).items() if base.get(k) != v}
-  path.write_text('from configs import default\n\n\ndef get_config():\n'
-                  '  config = default.get_config()\n'
-                  f'  config.update_from_flattened_dict({diff!r})\n  return config\n')
-  return str(path)
 
 
 def main(*args, **kwargs):
@@ -91,7 +69,7 @@ sys.stdin.read()  # Until the test closes stdin, or kills this process.
 
 
 def test_a_second_run_on_a_workdir_stops_at_once_and_writes_nothing(folder, whole, tmp_path,
-                                                                     tiny_config):
+                                                                     tiny_config, config_file):
   workdir = copy_of(whole, tmp_path)
   holder = subprocess.Popen([sys.executable, '-c', HOLDER, workdir], cwd=REPO, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -222,7 +200,7 @@ def _limit_file_size():
 
 
 def test_a_full_disk_stops_training_with_one_line_and_the_next_start_cleans_up(
-    folder, tmp_path, tiny_config, caplog):
+    folder, tmp_path, tiny_config, caplog, config_file):
   small = tmp_path / 'small'
   mounted = _small_filesystem(small, '800k')  # Room for logs, not for a 1.8 MB checkpoint.
   try:

@@ -55,6 +55,10 @@ class Source:
   def location_key(cls, spec: DataSpec) -> str:
     raise NotImplementedError
 
+  def prepare(self) -> None:
+    """Builds the dataset where it needs a build before it can be read (a TFDS dataset is
+    downloaded or generated into its data_dir); sources read as they are do nothing."""
+
   def identity(self, split: str) -> DatasetIdentity:
     raise NotImplementedError
 

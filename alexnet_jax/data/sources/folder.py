@@ -1,4 +1,10 @@
-"""'folder': <folder>/<split>/<class>/<image>; classes from the train split's sub-folders."""
+"""'folder': <folder>/<split>/<class>/<image>; classes from the train split's sub-folders.
+
+The folder may be local or on an object store (gs://...): it is listed and read through
+`tf.io.gfile`, which TensorFlow also reads the images with. On an object store each file's
+size is one request when the folder is first listed; for ImageNet-sized folders there,
+read a prepared copy (`python -m alexnet_jax.prepare`) instead.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,22 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from alexnet_jax import storage
 from alexnet_jax.data import decode
 from alexnet_jax.data.identity import DatasetIdentity
 from alexnet_jax.data.sources.base import BadImageError, Source, data_dir, epoch_seed, even_share
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+
+
+def _where(folder: str) -> str:
+  """A folder as the identity and file names record it: absolute, or the URI itself."""
+  return str(storage.path(folder))
+
+
+def _listdir(folder: str) -> list[str]:
+  """Names in `folder` (an object store lists sub-folders with a trailing slash)."""
+  return [name.rstrip('/') for name in tf.io.gfile.listdir(folder)]
 
 
 class FolderSource(Source):
@@ -27,13 +44,13 @@ class FolderSource(Source):
   """
 
   def __init__(self, spec):
-    if not spec.folder or not os.path.isdir(spec.folder):
+    if not spec.folder or not tf.io.gfile.isdir(spec.folder):
       raise ValueError(f"source='folder' needs config.data.folder to be a directory; got "
                        f'{spec.folder!r}.')
     self._spec = spec
     train_dir = self._split_dir(spec.train_split)
     self.class_names = sorted(
-        d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+        d for d in _listdir(train_dir) if tf.io.gfile.isdir(os.path.join(train_dir, d)))
     self._listings = {}
     self._files = {}
     self.skipped = {}
@@ -46,15 +63,16 @@ class FolderSource(Source):
   @classmethod
   def location_key(cls, spec):
     """`folder-<basename>-<hash of its absolute path>`, so two folders never share files."""
-    folder = os.path.abspath(spec.folder or '')
+    folder = _where(spec.folder or '')
     digest = hashlib.sha1(folder.encode()).hexdigest()[:10]
-    return f'folder-{os.path.basename(folder.rstrip(os.sep)) or "root"}-{digest}'
+    return f'folder-{os.path.basename(folder.rstrip("/")) or "root"}-{digest}'
 
   @staticmethod
   def signature(spec) -> tuple:
     """Modification times of the folder's split and class directories: they change when
-    files are added, removed or renamed, so a cached listing is not reused after that."""
-    if not spec.folder or not os.path.isdir(spec.folder):
+    files are added, removed or renamed, so a cached listing is not reused after that. An
+    object store keeps no such times: its listing is read once per process."""
+    if not spec.folder or storage.is_remote(spec.folder) or not os.path.isdir(spec.folder):
       return ()
     signature = []
     for entry in sorted(os.scandir(spec.folder), key=lambda e: e.name):
@@ -66,8 +84,8 @@ class FolderSource(Source):
 
   def _split_dir(self, split):
     for name in (split, 'val') if split == 'validation' else (split,):
-      path = os.path.join(self._spec.folder, name)
-      if os.path.isdir(path):
+      path = os.path.join(_where(self._spec.folder), name)
+      if tf.io.gfile.isdir(path):
         return path
     raise ValueError(f'No folder {os.path.join(self._spec.folder, split)} (split {split!r}).')
 
@@ -78,11 +96,11 @@ class FolderSource(Source):
     split_dir = self._split_dir(split)
     class_index = {name: i for i, name in enumerate(self.class_names)}
     files = []
-    for class_name in sorted(os.listdir(split_dir)):
+    for class_name in sorted(_listdir(split_dir)):
       class_dir = os.path.join(split_dir, class_name)
-      if not os.path.isdir(class_dir):
+      if not tf.io.gfile.isdir(class_dir):
         continue
-      names = sorted(n for n in os.listdir(class_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
+      names = sorted(n for n in _listdir(class_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
       if not names and split == self._spec.train_split:
         # It would be a class no example can teach (torchvision's ImageFolder refuses too).
         raise BadImageError(
@@ -94,7 +112,7 @@ class FolderSource(Source):
           raise BadImageError(
               f'{path}: class {class_name!r} is not one of the {len(class_index)} classes '
               f'of the train split (label outside the class range).')
-        files.append((path, os.stat(path).st_size, class_index[class_name]))
+        files.append((path, tf.io.gfile.stat(path).length, class_index[class_name]))
     self._listings[split] = files
     return files
 
@@ -102,8 +120,8 @@ class FolderSource(Source):
     split_dir = self._split_dir(split)
     digest = hashlib.sha1()
     for path, size, _ in self._listing(split):
-      digest.update(f'{os.path.relpath(path, split_dir)}\0{size}\n'.encode())
-    return DatasetIdentity('folder', os.path.abspath(split_dir), split, digest.hexdigest(),
+      digest.update(f'{path[len(split_dir) + 1:]}\0{size}\n'.encode())
+    return DatasetIdentity('folder', split_dir, split, digest.hexdigest(),
                            len(self._listing(split)))
 
   def _labelled_files(self, split):
@@ -129,12 +147,12 @@ class FolderSource(Source):
     """Paths that do not decode; the answer is cached under data_dir by file list."""
     key = hashlib.sha1()
     for p in paths:
-      st = os.stat(p)
-      key.update(f'{p}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+      st = tf.io.gfile.stat(p)
+      key.update(f'{p}\0{st.length}\0{st.mtime_nsec}\n'.encode())
     cache = os.path.join(data_dir(self._spec), 'alexnet_jax_checks',
                          f'folder-{key.hexdigest()}.json')
-    if os.path.exists(cache):
-      with open(cache) as f:
+    if tf.io.gfile.exists(cache):
+      with tf.io.gfile.GFile(cache) as f:
         return json.load(f)
     # A decode error stops a tf.data stream without saying which file; a parallel pass
     # that drops failures tells them apart.
@@ -145,9 +163,8 @@ class FolderSource(Source):
     ds = ds.ignore_errors()
     good = {p.decode() for p, _ in ds.as_numpy_iterator()}
     bad = [p for p in paths if p not in good]
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    with open(cache, 'w') as f:
-      json.dump(bad, f)
+    tf.io.gfile.makedirs(os.path.dirname(cache))
+    storage.write_whole(cache, json.dumps(bad))
     return bad
 
   def num_examples(self, split):

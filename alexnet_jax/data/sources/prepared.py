@@ -21,7 +21,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from alexnet_jax import storage
 from alexnet_jax.data import decode
+from alexnet_jax.data.batches import Batches
 from alexnet_jax.data.identity import DatasetIdentity
 from alexnet_jax.data.sources.base import Source, epoch_seed, even_share
 from alexnet_jax.data.spec import STORE_FORMATS
@@ -71,8 +73,17 @@ def check_stored(info: dict, size: int, path: str) -> None:
                      f'{STORE_FORMATS}: {_PREPARE_AGAIN}')
 
 
+def _raw_needs_a_local_disk(folder: str) -> ValueError:
+  return ValueError(
+      f'{folder}: a raw prepared copy is memory-mapped, so it must be on a local disk: copy it '
+      f'there (gcloud storage cp -r {folder} /local/dir) and set --config.data.prepared_dir to '
+      'its parent, or prepare with --format=jpeg, whose copy can be read from the bucket.')
+
+
 def open_raw(folder: str, num_examples: int, size: int) -> tuple[np.ndarray, np.ndarray]:
   """The memory-mapped images and the labels of a raw split, checked whole."""
+  if storage.is_remote(folder):
+    raise _raw_needs_a_local_disk(folder)
   path = os.path.join(folder, _RAW_IMAGES)
   expected_shape = (num_examples, size, size, 3)
   with open(path, 'rb') as f:
@@ -101,11 +112,12 @@ def open_raw(folder: str, num_examples: int, size: int) -> tuple[np.ndarray, np.
 
 
 class PreparedSource(Source):
-  """The prepared splits in `root` (`info`: split -> info.json); other splits come from
-  `fallback`, the configured source (None once a folder's originals are gone)."""
+  """The prepared splits in `root` (`info`: split -> info.json); other splits (`unprepared`)
+  come from `fallback`, the configured source (None once a folder's originals are gone)."""
 
-  def __init__(self, root: str, info: dict, fallback: Source | None):
+  def __init__(self, root: str, info: dict, fallback: Source | None, unprepared=()):
     self._root, self._info, self._fallback = root, info, fallback
+    self._unprepared = tuple(unprepared)
     first = next(iter(info.values()))
     self.class_names = fallback.class_names if fallback else first['class_names']
     self._raw = {}
@@ -113,6 +125,10 @@ class PreparedSource(Source):
       if split_info.get('format', 'jpeg') == 'raw':
         self._raw[split] = open_raw(os.path.join(root, split), split_info['num_examples'],
                                     split_info['size'])
+
+  def prepare(self):
+    if self._fallback is not None and self._unprepared:  # Read from the source: built first.
+      self._fallback.prepare()
 
   def identity(self, split):
     if split not in self._info:
@@ -193,6 +209,8 @@ def write_split(source: Source, split: str, out: str, *, size: int, store_format
   """
   if store_format not in STORE_FORMATS:
     raise ValueError(f'Unknown store format {store_format!r}; choose one of {STORE_FORMATS}.')
+  if store_format == 'raw' and storage.is_remote(out):
+    raise _raw_needs_a_local_disk(out)
   identity = source.identity(split)
   tf.io.gfile.makedirs(out)
   if tf.io.gfile.exists(os.path.join(out, 'info.json')):
@@ -207,8 +225,9 @@ def write_split(source: Source, split: str, out: str, *, size: int, store_format
   ds = source.records(split, 0, 1, order_seed=order_seed).map(
       stored, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(64)
   writer = _write_raw if store_format == 'raw' else _write_jpeg
-  n = writer(ds.as_numpy_iterator(), out, split=split, size=size,
-             num_examples=source.num_examples(split), examples_per_shard=examples_per_shard)
+  with Batches(ds.as_numpy_iterator()) as examples:
+    n = writer(examples, out, split=split, size=size, num_examples=source.num_examples(split),
+               examples_per_shard=examples_per_shard)
   with tf.io.gfile.GFile(os.path.join(out, 'info.json'), 'w') as f:
     json.dump({'num_examples': n, 'class_names': source.class_names, 'size': size,
                'format': store_format, 'dataset': identity.to_json()}, f)

@@ -11,6 +11,9 @@ import json
 import os
 
 from absl import logging
+import tensorflow as tf
+
+from alexnet_jax import storage
 
 from alexnet_jax.data.identity import DatasetIdentity
 from alexnet_jax.data.sources import base, demo, folder, prepared, tfds_source
@@ -82,11 +85,11 @@ def get_source(spec: DataSpec, use_prepared: bool | None = None) -> base.Source:
   if key not in _CACHE:
     for s, info in infos.items():
       prepared.check_stored(info, spec.stored_size, os.path.join(root, s))
-    folder_gone = spec.source == 'folder' and not (spec.folder and os.path.isdir(spec.folder))
+    folder_gone = spec.source == 'folder' and not (spec.folder and tf.io.gfile.isdir(spec.folder))
     if folder_gone and len(infos) == len(splits):
       # The originals were removed after `prepare`: the copy is all there is.
       fallback = None
-      where = os.path.abspath(spec.folder or '')
+      where = str(storage.path(spec.folder or '.'))
       for s, info in infos.items():
         made_from = DatasetIdentity.from_json(info.get('dataset'))
         if made_from is None or (made_from.split, os.path.dirname(made_from.location)) != (s, where):
@@ -99,7 +102,8 @@ def get_source(spec: DataSpec, use_prepared: bool | None = None) -> base.Source:
       fallback = source_class(spec).from_spec(spec)
       for s, info in infos.items():
         prepared.check_made_from(info, fallback.identity(s), os.path.join(root, s))
-    _CACHE[key] = prepared.PreparedSource(root, infos, fallback) if infos else fallback
+    _CACHE[key] = prepared.PreparedSource(
+        root, infos, fallback, [s for s in splits if s not in infos]) if infos else fallback
   return _CACHE[key]
 
 

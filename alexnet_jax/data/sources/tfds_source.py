@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from absl import logging
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -31,8 +32,19 @@ class TfdsSource(Source):
   def location_key(cls, spec):
     return cls.builder(spec).info.full_name.replace('/', '-')
 
+  @property
+  def data_location(self) -> str:
+    """Where the build is: <data_dir>/<name>/<version>."""
+    return str(self._builder.data_dir)
+
   def prepare(self):
+    if not self._builder.is_prepared():
+      self._log_build()
     self._builder.download_and_prepare()
+
+  def _log_build(self):
+    logging.info('Building %s in %s (once: later runs read it; see python -m '
+                 'alexnet_jax.data.build).', self._builder.info.full_name, self.data_location)
 
   def identity(self, split):
     return DatasetIdentity(self._spec.source, self._builder.info.full_name, split)
@@ -72,7 +84,9 @@ class Imagenet2012(TfdsSource):
     manual_dir = self._spec.manual_dir or os.path.join(data_dir(self._spec), 'downloads',
                                                        'manual')
     needed = ['ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar']
-    missing = [f for f in needed if not os.path.exists(os.path.join(manual_dir, f))]
+    missing = [f for f in needed if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
+    if not missing:
+      self._log_build()
     try:
       # Tried even with files missing: under tfds.testing.mock_data it is a no-op.
       self._builder.download_and_prepare(
