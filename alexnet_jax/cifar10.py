@@ -21,6 +21,7 @@ epochs-to-target and their ratio: the paper's is six), and prints a summary.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import sys
@@ -416,8 +417,9 @@ def plot(summary: dict, path: str) -> None:
   ax.set_ylim(0, 1)
   ax.legend()
   fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.12)
-  with storage.path(path).open('wb') as f:  # A local file or an object (gs://...).
-    fig.savefig(f, format='png', dpi=DPI)
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=DPI)
+  storage.write_whole(path, png.getvalue())  # A local file or an object (gs://...).
   plt.close(fig)
 
 

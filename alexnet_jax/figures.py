@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import sys
 
@@ -65,8 +66,9 @@ def save(fig: Figure, path: str) -> None:
   so the figures stay small enough to commit."""
   fig.canvas.draw()
   rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-  with storage.path(path).open('wb') as f:  # A local file or an object (gs://...).
-    Image.fromarray(rgb).quantize(256).save(f, format='png', optimize=True)
+  png = io.BytesIO()
+  Image.fromarray(rgb).quantize(256).save(png, format='png', optimize=True)
+  storage.write_whole(path, png.getvalue())  # A local file or an object (gs://...).
 
 
 # ----------------------------------------------------------------------- Fig. 3: kernels
@@ -140,7 +142,9 @@ def plot_kernels(conv1_kernel: np.ndarray, path: str) -> None:
   """kernel_grid at KERNEL_SCALE screen pixels per kernel pixel, as a PNG of exactly that size."""
   grid = kernel_grid(conv1_kernel)
   big = np.repeat(np.repeat(grid, KERNEL_SCALE, axis=0), KERNEL_SCALE, axis=1)
-  matplotlib.image.imsave(path, big)
+  png = io.BytesIO()
+  matplotlib.image.imsave(png, big, format='png')
+  storage.write_whole(path, png.getvalue())  # A local file or an object (gs://...).
 
 
 def kernels_figure(conv1_kernel: np.ndarray) -> Figure:

@@ -68,8 +68,9 @@ def client_env(state: pathlib.Path, ready: dict) -> dict:
       # the tests inject should fail in seconds.
       'GCS_RETRY_CONFIG_MAX_RETRIES': '2',
       'GCS_RETRY_CONFIG_INIT_DELAY_TIME_US': '100000',
-      # Where a client looks for credentials when the token is unset: nowhere that answers.
-      'GCE_METADATA_HOST': '127.0.0.1:9', 'GCE_METADATA_IP': '127.0.0.1:9',
+      # Where a client looks for credentials when the token is unset: nowhere that answers,
+      # and TensorFlow does not ask a GCE metadata server at all (it would retry 10 times).
+      'GCE_METADATA_HOST': '127.0.0.1:9', 'GCE_METADATA_IP': '127.0.0.1:9', 'NO_GCE_CHECK': 'true',
       'GOOGLE_APPLICATION_CREDENTIALS': '',
       'CLOUDSDK_CONFIG': str(state / 'no-gcloud-config'),
   }
