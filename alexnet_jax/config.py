@@ -4,100 +4,40 @@ Every number is the paper's (Krizhevsky, Sutskever, Hinton 2012) unless the comm
 otherwise; the section is given beside it. `default_config()` has every field;
 `paper_config()` is the paper's ILSVRC-2012 run (Table 2, "1 CNN"). The config files in
 the repository's configs/ directory (for `--config=configs/X.py`) start from these and
-override a few fields, so a diff between two configs is the experiment. This module is
-part of the installed package, so the library (alexnet_jax.report, alexnet_jax.bench)
-reads it from any working directory.
+override a few fields, so a diff between two configs is the experiment. `RunSpec` is a
+config parsed once: each command parses its config at its boundary and passes the specs
+down. This module is part of the installed package, so config files and the library
+(alexnet_jax.analysis.report, alexnet_jax.bench) read it from any working directory.
 """
+
+import dataclasses
 
 import ml_collections
 
-from alexnet_jax import model
+from alexnet_jax import model, optim, parallel
+from alexnet_jax.data import spec as data_spec
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Every field of a run, each number the paper's unless its comment says otherwise."""
+  """Every field of a run, each number the paper's unless its comment says otherwise.
+
+  The sections are their owners' specs' defaults, each field declared once there with
+  the paper's section beside it: model (`model.Spec`), data (`data.spec.DataSpec`), optim
+  (`optim.OptimSpec`), mesh (`parallel.MeshSpec`). The rest, the run's length and
+  bookkeeping, is here.
+  """
   config = ml_collections.ConfigDict()
-
-  # The network (Sec. 3); see alexnet_jax.model.model_config for each field.
-  config.model = model.model_config()
-
-  # Input pipeline (Sec. 2, 4.1).
-  config.data = ml_collections.ConfigDict()
-  # 'imagenet2012' | 'imagenette' | 'folder' | 'demo' (synthetic shapes, offline).
-  config.data.source = 'imagenet2012'
-  config.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir; None = TFDS default.
-  config.data.manual_dir = ml_collections.FieldReference(None, field_type=str)  # imagenet2012: where the ILSVRC2012 tars are.
-  config.data.folder = ml_collections.FieldReference(None, field_type=str)  # 'folder': root with one sub-folder per class.
-  config.data.train_split = 'train'
-  config.data.eval_split = 'validation'
-  config.data.stored_size = 256  # Sec. 2: shorter side to 256, central 256x256 patch.
-  config.data.crop_size = config.model.get_ref('image_size')  # Sec. 4.1: random 224x224 patches.
-  config.data.flip = True  # Sec. 4.1: horizontal reflections.
-  # Sec. 4.1 PCA lighting: 'paper' (a_i ~ N(0, 0.1) on [0, 1] eigenvalues), 'original'
-  # (the released code's stronger 0-255 std-dev variant), or 'none'.
-  config.data.lighting = 'paper'
-  config.data.lighting_std = 0.1  # Sec. 4.1: sigma of a_i.
-  # Sec. 2: each crop minus its own window of the per-pixel mean image ('crop'). 'center':
-  # every crop and view minus the mean image's central crop, as the original code does.
-  config.data.mean_patch = 'crop'
-  # Multiplies the centred images. 1 = the paper's raw 0-255 RGB values (Sec. 2); 1/60
-  # (about ImageNet's pixel std) gives unit-scale inputs, which short runs with
-  # model.init='he' need (later practice, not the paper).
-  config.data.input_scale = 1.0
-  # Where the random crop, reflection, lighting and mean subtraction run: 'host' (tf.data
-  # ships float32 crops), 'device' (the host ships uint8 256x256 images; the jitted step
-  # augments them), or 'auto': 'device' on GPU/TPU, 'host' on CPU (README, "Augmentation on
-  # the device", says why).
-  config.data.augment_on = 'auto'
-  # Sec. 2 mean image and Sec. 4.1 RGB PCA: 'train_split' computes them from the training
-  # split (the paper; one streaming pass the first time a dataset is used, then read from
-  # `stats_file`); 'imagenet' uses ImageNet's per-channel mean and PCA constants instead.
-  config.data.statistics = 'train_split'
-  # None: <data_dir>/alexnet_jax_stats/<dataset>-<train split>.npz, keyed by the dataset.
-  config.data.stats_file = ml_collections.FieldReference(None, field_type=str)
-  # A random subset this large (None: all): on ImageNet, the per-pixel mean is then within
-  # about 0.2 of 255 of the full pass's (README, Data).
-  config.data.stats_max_examples = ml_collections.FieldReference(100_000, field_type=int)
-  config.data.shuffle_buffer = 16_384
-  config.data.skip_bad_files = False  # 'folder': skip unreadable images (counted, logged) instead of failing.
-  config.data.prefetch_batches = 2
-  # Written by `python -m alexnet_jax.prepare` (256x256 JPEG TFRecords, one folder per split).
-  # None: <data_dir>/alexnet_jax_prepared/<dataset>, keyed by the dataset.
-  config.data.prepared_dir = ml_collections.FieldReference(None, field_type=str)
-  config.data.use_prepared = True  # Read a split's prepared copy when it exists.
-
-  # Parallel layout: a ('data', 'model') device mesh. model = 2 puts one column per
-  # device (the paper's two GPUs, Sec. 3.2); model = 1 keeps both columns on a device;
-  # model = -1 takes what the devices allow: 2 with two or more devices (2 x data of them
-  # with an explicit data), else 1 (parallel.Layout.from_config logs which). data = -1
-  # uses all remaining devices.
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.model = -1
-  # 'shard_map' runs every layout; 'pmap' (jax.pmap over the one axis larger than 1) runs
-  # the paper's two columns on 2 devices (data=1, model=2) or pure data parallelism
-  # (model=1), not both at once (alexnet_jax.parallel).
-  config.mesh.mapper = 'shard_map'
+  config.model = model.model_config()  # The network (Sec. 3).
+  config.data = data_spec.data_config()  # The input pipeline (Sec. 2, 4.1).
+  # Sec. 4.1: the crops are the network's input size (227 for Caffe's config).
+  config.data.crop_size = config.model.get_ref('image_size')
+  config.mesh = parallel.mesh_config()  # The parallel layout (Sec. 3.2).
 
   # Learning (Sec. 5).
   config.batch_size = 128  # Sec. 5: batch size 128 (global, on any layout).
   config.num_epochs = 90  # Sec. 5: "roughly 90 cycles"; the original run stopped at 91.
   config.seed = 0
-
-  config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 0.01  # Sec. 5: 0.01 for all layers.
-  config.optim.momentum = 0.9  # Sec. 5.
-  config.optim.weight_decay = 0.0005  # Sec. 5.
-  config.optim.decay_biases = False  # Original code: no weight decay on biases.
-  config.optim.bias_lr_multiplier = 1.0  # Paper: one rate for all layers (original code: 2).
-  # 'step': divide by 10 at `decay_epochs`; 'plateau': divide by 10 when the validation
-  # error stops improving (Sec. 5's heuristic), at most `max_decays` times.
-  config.optim.schedule = 'step'
-  config.optim.decay_factor = 0.1  # Sec. 5: divided by 10.
-  config.optim.decay_epochs = (25, 51, 79)  # Sec. 5's three drops, at the original run's epochs (README, Training).
-  config.optim.max_decays = 3  # Sec. 5: "reduced three times".
-  config.optim.plateau_patience = 2  # Evaluations without improvement before a decay.
-  config.optim.plateau_min_delta = 0.0  # Improvement in top-1 error that counts.
+  config.optim = optim.optim_config()  # Sec. 5's update rule and schedule.
 
   # Bookkeeping (not from the paper).
   config.log_every_steps = 50
@@ -113,16 +53,80 @@ def default_config() -> ml_collections.ConfigDict:
   # optimizer, batch size, schedule, seed) stops with the list of differing fields. This
   # comma-separated list of fields (or sections, e.g. 'batch_size,optim') lets a resume
   # change them on purpose; fields that extend or observe a run (num_epochs, max_steps,
-  # logging, evaluation, checkpoint cadence, mesh) may always change (alexnet_jax.rundir).
+  # logging, evaluation, checkpoint cadence, mesh) may always change (rundir.resume).
   config.resume_overrides = ''
   # A finished workdir (its last step trained and evaluated) is left as it is when run
   # again; True evaluates its last checkpoint once more (new rows in metrics.jsonl).
   config.reevaluate = False
-  # A workdir on an object store (gs://) is locked by a leased object (alexnet_jax.rundir):
-  # a run that dies without releasing it (kill -9, a pre-empted pod) blocks the workdir
+  # A workdir on an object store (gs://) is locked by a leased object (rundir.lock): a
+  # run that dies without releasing it (kill -9, a pre-empted pod) blocks the workdir
   # until its lease runs out, after this many seconds; it is renewed every quarter of it.
   config.lock_lease_s = 120.0
   return config
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """A run's config parsed and validated once, at a command's boundary (`from_config`).
+
+  Below the boundary everything takes this (or one of its parts) and never the ConfigDict:
+  `model`, `data`, `optim` and `mesh` are their owners' frozen specs, and the run's
+  length and bookkeeping are the fields below, named as in the config. The config itself
+  lives on only as `config_json`, what a run writes (config.json, each checkpoint's meta)
+  and what a resume compares.
+  """
+  model: model.Spec
+  data: data_spec.DataSpec
+  optim: optim.OptimSpec
+  mesh: parallel.MeshSpec
+  batch_size: int
+  num_epochs: int
+  seed: int
+  log_every_steps: int
+  eval_every_epochs: int
+  checkpoint_every_steps: int
+  keep_checkpoints: int
+  eval_batch_size: int
+  eval_views: tuple[str, ...]
+  max_steps: int
+  resume_overrides: str
+  reevaluate: bool
+  lock_lease_s: float
+  config_json: str = dataclasses.field(default='{}', repr=False, compare=False)
+
+  def __post_init__(self):
+    """One-line ValueErrors for settings that cannot work, before anything is written."""
+    for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
+                  'checkpoint_every_steps', 'keep_checkpoints', 'eval_every_epochs'):
+      if getattr(self, field) < 1:
+        raise ValueError(f'config.{field} must be a positive integer, got {getattr(self, field)}.')
+    object.__setattr__(self, 'eval_views', tuple(self.eval_views))
+    if set(self.eval_views) - set(data_spec.VIEWS):
+      raise ValueError(f'config.eval_views may hold {data_spec.VIEWS}, got {self.eval_views}.')
+    if self.max_steps == 0 or self.max_steps < -1:
+      raise ValueError(f'config.max_steps must be a positive number of steps, or -1 for '
+                       f'config.num_epochs worth; got {self.max_steps}.')
+    if not self.lock_lease_s > 0:
+      raise ValueError(f'config.lock_lease_s must be a positive number of seconds, got '
+                       f'{self.lock_lease_s}.')
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'RunSpec':
+    """The one parse of a run's config: every section by its owner's spec, checked together."""
+    config = config.copy_and_resolve_references()
+    run_fields = {f.name for f in dataclasses.fields(cls)} - {
+        'model', 'data', 'optim', 'mesh', 'config_json'}
+    return cls(model=model.Spec.from_config(config.model),
+               data=data_spec.DataSpec.from_config(config.data),
+               optim=optim.OptimSpec.from_config(config.optim),
+               mesh=parallel.MeshSpec.from_config(config.mesh),
+               config_json=config.to_json(),
+               **{name: config[name] for name in run_fields})
+
+  def total_steps(self, steps_per_epoch: int) -> int:
+    """num_epochs worth of steps, or max_steps where that is fewer."""
+    total = self.num_epochs * steps_per_epoch
+    return min(total, self.max_steps) if self.max_steps > 0 else total
 
 
 def paper_config() -> ml_collections.ConfigDict:
@@ -147,7 +151,7 @@ def original_code_config() -> ml_collections.ConfigDict:
 
   "Original code" is the 2012 cuda-convnet configuration of this model (layers-145.cfg /
   layer-params-145.cfg). Its notes log 40.66% top-1 / 18.21% top-5 validation error
-  (`alexnet_jax.report` shows runs of this config beside those numbers). Each line below
+  (`alexnet_jax.analysis.report` shows runs of this config beside those numbers). Each line below
   is one switch whose default is the paper's; README "Switches" lists them all.
   """
   config = paper_config()

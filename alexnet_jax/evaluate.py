@@ -18,17 +18,15 @@ import json
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
-from alexnet_jax import (checkpoints, input_pipeline, losses, metrics, model, parallel,
-                         preflight, rundir, storage)
-from alexnet_jax.data import augment, device_augment
-from alexnet_jax.data.spec import DataSpec
+from alexnet_jax import config as config_lib
+from alexnet_jax import metrics, model, parallel, rundir, storage
+from alexnet_jax.data import augment, checks, device_augment, pipeline, sources
 from alexnet_jax.data.statistics import load_stats
-
-VIEWS = preflight.VIEWS
+from alexnet_jax.model import losses
+from alexnet_jax.rundir import checkpoints
 
 
 def error_counts(probs: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
@@ -65,14 +63,14 @@ def eval_step(layout: parallel.Layout, device_views: tuple | None = None):
   return layout.jit(step)
 
 
-def evaluate(params, config, layout: parallel.Layout, views: str, *,
+def evaluate(params, run: config_lib.RunSpec, layout: parallel.Layout, views: str, *,
              show_progress: bool = True) -> dict:
   """Errors over the whole eval split with `views` in ('center', 'ten'); params laid out
-  by `layout` (whose model is config.model)."""
-  batch_size = config.eval_batch_size
+  by `layout` (whose model is run.model)."""
+  batch_size = run.eval_batch_size
   layout.check_batch(batch_size)
-  info = input_pipeline.dataset_info(config.data)
-  spec = DataSpec.from_config(config.data).for_backend(jax.default_backend())
+  info = sources.dataset_info(run.data)
+  spec = run.data.for_backend(jax.default_backend())
   means = ()
   if spec.augment_on_device:
     means = augment.mean_images(load_stats(spec).mean_image, spec.mean_patch, spec.crop_size)
@@ -91,7 +89,7 @@ def evaluate(params, config, layout: parallel.Layout, views: str, *,
     totals[:] += np.asarray(jax.device_get(counts))
     progress.update(examples)
 
-  with input_pipeline.eval_batches(
+  with pipeline.eval_batches(
       spec, global_batch_size=batch_size, views=views,
       process_index=jax.process_index(), process_count=jax.process_count()) as batches:
     for batch in batches:
@@ -110,12 +108,13 @@ def evaluate(params, config, layout: parallel.Layout, views: str, *,
   return {'top1_error': top1 / n, 'top5_error': top5 / n, 'examples': int(n)}
 
 
-def evaluate_views(params, config, layout: parallel.Layout, views, step: int, workdir: str,
+def evaluate_views(params, run: config_lib.RunSpec, layout: parallel.Layout, views, step: int,
+                   workdir: str,
                    writer: metrics.Writer, *, final: bool = True) -> dict:
   """Runs each view scheme and logs the errors; `final` results also go to DIR/eval.json."""
   results = {'step': step}
   for v in views:
-    results[v] = evaluate(params, config, layout, v)
+    results[v] = evaluate(params, run, layout, v)
     logging.info('eval %-6s step %d: top-1 error %.4f, top-5 error %.4f (%d images)', v, step,
                  results[v]['top1_error'], results[v]['top5_error'], results[v]['examples'])
     writer.write(step, {f'val_{v}_top1_error': results[v]['top1_error'],
@@ -128,11 +127,11 @@ def evaluate_views(params, config, layout: parallel.Layout, views, step: int, wo
   return results
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def evaluate_checkpoint(run: config_lib.RunSpec, workdir: str) -> dict:
   """`--mode=eval`: the latest checkpoint of `workdir` on the eval split, every view scheme."""
-  spec = preflight.check_config(config)
-  layout = parallel.Layout.from_config(config, batch_sizes=(config.eval_batch_size,))
-  preflight.check_dataset(config, spec, training=False)  # Evaluation reads no training batch.
+  spec = run.model
+  layout = parallel.Layout.for_run(run, batch_sizes=(run.eval_batch_size,))
+  checks.check_dataset(run.data, spec)  # No batch size: evaluation reads no training batch.
   ckpt_dir = rundir.RunDir(workdir).checkpoints
   step = None
   if ckpt_dir.is_dir():
@@ -141,7 +140,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {ckpt_dir}: train first (without --mode=eval) '
                             'or point --workdir at a trained run.')
-  preflight.ensure_statistics(config.data)
+  checks.ensure_statistics(run.data)
   params = checkpoints.load_params(workdir)
   model.validate_params(params, spec)
   # NaN scores would make every example an error: say why instead.
@@ -154,4 +153,4 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   with jax.set_mesh(layout.mesh):
     params = layout.shard_params(params)
     writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
-    return evaluate_views(params, config, layout, config.eval_views, step, workdir, writer)
+    return evaluate_views(params, run, layout, run.eval_views, step, workdir, writer)

@@ -9,7 +9,6 @@ command joins the other processes by itself; other launchers pass
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (see launch/).
 """
 
-import logging as std_logging
 import os
 import re
 import sys
@@ -37,20 +36,10 @@ config_flags.DEFINE_config_file('config', None, 'A config file, e.g. configs/pap
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Keeps our progress lines readable: the libraries' INFO chatter (orbax logs every
-  file of every checkpoint) is dropped; their warnings and errors are kept."""
-
-  NOISY = ('/orbax/', '/tensorflow_datasets/', '/etils/', '/jax/_src/')
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in self.NOISY)
-
-
 def print_summary(summary: dict, num_classes: int | None = None) -> None:
   """The end of a run in a few lines on stdout: did it learn, and how well."""
   import jax  # pylint: disable=g-import-not-at-top  (imported after flag parsing)
-  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data.spec import VIEWS  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     return
   if summary.get('preempted'):
@@ -63,7 +52,7 @@ def print_summary(summary: dict, num_classes: int | None = None) -> None:
     print(f"Training loss: {summary['first_loss']:.4f} (first logged) -> {summary['last_loss']:.4f} "
           f"(step {summary['step']}).")
   chance = f", chance {100 * (1 - 1 / num_classes):.1f}%" if num_classes else ''
-  for v in evaluate.VIEWS:
+  for v in VIEWS:
     if v in summary.get('eval', {}):
       r = summary['eval'][v]
       print(f"Held-out ({v} view{'s' if v == 'ten' else ''}): top-1 error {100 * r['top1_error']:.2f}% "
@@ -71,13 +60,12 @@ def print_summary(summary: dict, num_classes: int | None = None) -> None:
             f"{100 * r['top5_error']:.2f}%, {r['examples']} images.")
 
 
-def dry_run(config, workdir: str, mode: str) -> str | None:
-  """What --dry_run checks: the config (preflight.check_config) and the layout on this
-  machine's devices (parallel.Layout.from_config). Returns the error line, or None."""
-  from alexnet_jax import parallel, preflight  # pylint: disable=g-import-not-at-top
+def dry_run(run, workdir: str, mode: str) -> str | None:
+  """What --dry_run checks, the config having been parsed: the layout on this machine's
+  devices (parallel.Layout.for_run). Returns the error line, or None."""
+  from alexnet_jax import parallel  # pylint: disable=g-import-not-at-top
   try:
-    preflight.check_config(config)
-    layout = parallel.Layout.from_config(config)
+    layout = parallel.Layout.for_run(run)
   except ValueError as e:
     return f'error: {e}'
   print(f'dry run: --mode={mode} --workdir={workdir}: the config is valid; {layout} on '
@@ -89,23 +77,31 @@ def dry_run(config, workdir: str, mode: str) -> str | None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  from alexnet_jax import distributed
+  # After flag parsing: --help stays fast.
+  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.config import RunSpec
+  from alexnet_jax.parallel import distributed
+  from alexnet_jax.rundir import logs
+  # pylint: enable=g-import-not-at-top
+  logging.get_absl_handler().addFilter(logs.QuietLibraries())
   try:
+    run = RunSpec.from_config(FLAGS.config)  # The config's one parse.
     # Before anything touches a JAX backend: jax.distributed must come first.
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except ValueError as e:
     sys.exit(f'error: {e}')
   if FLAGS.dry_run:
-    sys.exit(dry_run(FLAGS.config, FLAGS.workdir, FLAGS.mode))
-  # After flag parsing: --help stays fast.
-  from alexnet_jax import checkpoints, evaluate, rundir, storage, train  # pylint: disable=g-import-not-at-top
+    sys.exit(dry_run(run, FLAGS.workdir, FLAGS.mode))
+  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import evaluate, rundir, storage, train
+  from alexnet_jax.rundir import checkpoints
+  # pylint: enable=g-import-not-at-top
   try:
     if FLAGS.mode == 'eval':
-      results = evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
-      print_summary({'eval': results}, FLAGS.config.model.num_classes)
+      results = evaluate.evaluate_checkpoint(run, FLAGS.workdir)
+      print_summary({'eval': results}, run.model.num_classes)
     else:
-      summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      summary = train.train_and_evaluate(run, FLAGS.workdir)
       print_summary(summary, summary.get('num_classes'))
   except (ValueError, FileNotFoundError, train.TrainingDiverged, rundir.WorkdirInUse,
           checkpoints.CheckpointSaveError, storage.WriteError) as e:
@@ -140,7 +136,7 @@ def _config_error(argv, text) -> str:
     field = bad[0].split('=')[0]
     reason = f'no field {field}; did you mean {field.rsplit(".", 1)[0]}.{meant.group(1)}?'
   return (f'error: cannot apply {" ".join(bad)} ({reason}): fields and their types are in '
-          'alexnet_jax/config.py and alexnet_jax/model.py (Spec).')
+          'alexnet_jax/config.py and the specs it names (model.Spec, data.spec.DataSpec, ...).')
 
 if __name__ == '__main__':
   app.run(main, flags_parser=parse_flags)

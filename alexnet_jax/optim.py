@@ -21,6 +21,7 @@ and is saved with the checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, NamedTuple, Union
 
@@ -132,61 +133,95 @@ def paper_sgd(learning_rate: Schedule,
   )
 
 
-def validate(optim_cfg: ml_collections.ConfigDict) -> None:
-  """Raises ValueError, one line saying which field to change, for a bad config.optim."""
-  c = optim_cfg
-  _check(c.learning_rate > 0,
-         f'optim.learning_rate must be > 0, got {c.learning_rate}; set --config.optim.learning_rate.')
-  _check(0 <= c.momentum < 1,
-         f'optim.momentum must be in [0, 1), got {c.momentum}; set --config.optim.momentum.')
-  _check(c.weight_decay >= 0,
-         f'optim.weight_decay must be >= 0, got {c.weight_decay}; set --config.optim.weight_decay.')
-  _check(c.bias_lr_multiplier > 0,
-         f'optim.bias_lr_multiplier must be > 0, got {c.bias_lr_multiplier}; '
-         'set --config.optim.bias_lr_multiplier.')
-  _check(c.schedule in SCHEDULES,
-         f"optim.schedule must be one of {SCHEDULES}, got {c.schedule!r}; "
-         'set --config.optim.schedule.')
-  _check(0 < c.decay_factor <= 1,
-         f'optim.decay_factor must be in (0, 1], got {c.decay_factor}; '
-         'set --config.optim.decay_factor (0.1 divides by 10).')
-  epochs = tuple(c.decay_epochs)
-  _check(all(e > 0 for e in epochs) and all(a < b for a, b in zip(epochs, epochs[1:])),
-         f'optim.decay_epochs must be positive and strictly increasing, got {epochs}; '
-         'set --config.optim.decay_epochs.')
-  _check(c.max_decays >= 0,
-         f'optim.max_decays must be >= 0, got {c.max_decays}; set --config.optim.max_decays.')
-  _check(c.plateau_patience >= 1,
-         f'optim.plateau_patience must be >= 1, got {c.plateau_patience}; '
-         'set --config.optim.plateau_patience.')
-  _check(c.plateau_min_delta >= 0,
-         f'optim.plateau_min_delta must be >= 0, got {c.plateau_min_delta}; '
-         'set --config.optim.plateau_min_delta.')
+@dataclasses.dataclass(frozen=True)
+class OptimSpec:
+  """`config.optim`, declared once and validated once (`optim_config()` is its defaults).
+  Each default is the paper's (Sec. 5) unless its comment says otherwise."""
+  learning_rate: float = 0.01  # Sec. 5: 0.01 for all layers.
+  momentum: float = 0.9  # Sec. 5.
+  weight_decay: float = 0.0005  # Sec. 5.
+  decay_biases: bool = False  # Original code: no weight decay on biases.
+  bias_lr_multiplier: float = 1.0  # Paper: one rate for all layers (original code: 2).
+  # 'step': divide by 10 at `decay_epochs`; 'plateau': divide by 10 when the validation
+  # error stops improving (Sec. 5's heuristic), at most `max_decays` times.
+  schedule: str = 'step'
+  decay_factor: float = 0.1  # Sec. 5: divided by 10.
+  # Sec. 5's three drops, at the original run's epochs (its log; docs/training.md).
+  decay_epochs: tuple[int, ...] = (25, 51, 79)
+  max_decays: int = 3  # Sec. 5: "reduced three times".
+  plateau_patience: int = 2  # Evaluations without improvement before a decay.
+  plateau_min_delta: float = 0.0  # Improvement in top-1 error that counts.
+
+  def __post_init__(self):
+    """Raises ValueError, one line saying which field to change."""
+    object.__setattr__(self, 'decay_epochs', tuple(self.decay_epochs))
+    _check(self.learning_rate > 0, f'optim.learning_rate must be > 0, got {self.learning_rate}; '
+           'set --config.optim.learning_rate.')
+    _check(0 <= self.momentum < 1,
+           f'optim.momentum must be in [0, 1), got {self.momentum}; set --config.optim.momentum.')
+    _check(self.weight_decay >= 0, f'optim.weight_decay must be >= 0, got {self.weight_decay}; '
+           'set --config.optim.weight_decay.')
+    _check(self.bias_lr_multiplier > 0,
+           f'optim.bias_lr_multiplier must be > 0, got {self.bias_lr_multiplier}; '
+           'set --config.optim.bias_lr_multiplier.')
+    _check(self.schedule in SCHEDULES, f"optim.schedule must be one of {SCHEDULES}, got "
+           f"{self.schedule!r}; set --config.optim.schedule.")
+    _check(0 < self.decay_factor <= 1,
+           f'optim.decay_factor must be in (0, 1], got {self.decay_factor}; '
+           'set --config.optim.decay_factor (0.1 divides by 10).')
+    epochs = self.decay_epochs
+    _check(all(e > 0 for e in epochs) and all(a < b for a, b in zip(epochs, epochs[1:])),
+           f'optim.decay_epochs must be positive and strictly increasing, got {epochs}; '
+           'set --config.optim.decay_epochs.')
+    _check(self.max_decays >= 0, f'optim.max_decays must be >= 0, got {self.max_decays}; '
+           'set --config.optim.max_decays.')
+    _check(self.plateau_patience >= 1,
+           f'optim.plateau_patience must be >= 1, got {self.plateau_patience}; '
+           'set --config.optim.plateau_patience.')
+    _check(self.plateau_min_delta >= 0,
+           f'optim.plateau_min_delta must be >= 0, got {self.plateau_min_delta}; '
+           'set --config.optim.plateau_min_delta.')
+
+  @classmethod
+  def from_config(cls, optim_cfg) -> 'OptimSpec':
+    """From a `config.optim` ConfigDict (or a mapping); missing fields take the defaults."""
+    if isinstance(optim_cfg, cls):
+      return optim_cfg
+    return cls(**{f.name: optim_cfg[f.name] for f in dataclasses.fields(cls) if f.name in optim_cfg})
 
 
-def learning_rate_schedule(optim_cfg: ml_collections.ConfigDict,
-                           steps_per_epoch: int) -> optax.Schedule:
+def optim_config() -> ml_collections.ConfigDict:
+  """The paper's update rule as a ConfigDict (`config.optim`): `OptimSpec`'s defaults."""
+  return ml_collections.ConfigDict(dataclasses.asdict(OptimSpec()))
+
+
+def learning_rate_schedule(spec: OptimSpec, steps_per_epoch: int) -> optax.Schedule:
   """The schedule on update counts: 'step' drops at decay_epochs, 'plateau' is constant."""
-  validate(optim_cfg)
   _check(steps_per_epoch >= 1, f'steps_per_epoch must be >= 1, got {steps_per_epoch}.')
-  if optim_cfg.schedule == 'plateau':
-    return optax.constant_schedule(optim_cfg.learning_rate)
+  if spec.schedule == 'plateau':
+    return optax.constant_schedule(spec.learning_rate)
   # The update with count epoch * steps_per_epoch (first step of that 0-based epoch)
   # is the first one at the lower rate.
   return optax.piecewise_constant_schedule(
-      optim_cfg.learning_rate,
-      {int(e) * steps_per_epoch: optim_cfg.decay_factor for e in optim_cfg.decay_epochs})
+      spec.learning_rate, {int(e) * steps_per_epoch: spec.decay_factor for e in spec.decay_epochs})
 
 
-def make_optimizer(optim_cfg: ml_collections.ConfigDict,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
-  """`paper_sgd` from config.optim; the plateau stage is present for both schedules."""
-  return paper_sgd(
-      learning_rate_schedule(optim_cfg, steps_per_epoch),
-      momentum=optim_cfg.momentum,
-      weight_decay=optim_cfg.weight_decay,
-      decay_mask=all_leaves if optim_cfg.decay_biases else kernels_only,
-      bias_lr_multiplier=optim_cfg.bias_lr_multiplier)
+class Optimizer(NamedTuple):
+  """A run's optimizer, built once: the update rule and the schedule inside it."""
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+
+
+def make_optimizer(spec: OptimSpec, steps_per_epoch: int) -> Optimizer:
+  """`paper_sgd` from config.optim, with its schedule; the plateau stage is present for
+  both schedules."""
+  schedule = learning_rate_schedule(spec, steps_per_epoch)
+  return Optimizer(paper_sgd(
+      schedule,
+      momentum=spec.momentum,
+      weight_decay=spec.weight_decay,
+      decay_mask=all_leaves if spec.decay_biases else kernels_only,
+      bias_lr_multiplier=spec.bias_lr_multiplier), schedule)
 
 
 def _is_plateau(x) -> bool:
@@ -257,20 +292,17 @@ def plateau_update(opt_state,
   return new_opt_state, decayed
 
 
-def plateau_update_from_config(optim_cfg: ml_collections.ConfigDict, opt_state,
-                               val_error: float) -> tuple[Any, bool]:
-  """`plateau_update` with config.optim's fields; a no-op (False) for schedule 'step'."""
-  if optim_cfg.schedule != 'plateau':
+def after_evaluation(spec: OptimSpec, opt_state, val_error: float) -> tuple[Any, bool]:
+  """`plateau_update` with config.optim's fields after a validation evaluation; a no-op
+  (False) for schedule 'step'."""
+  if spec.schedule != 'plateau':
     return opt_state, False
-  return plateau_update(opt_state, val_error, factor=optim_cfg.decay_factor,
-                        patience=optim_cfg.plateau_patience,
-                        min_delta=optim_cfg.plateau_min_delta,
-                        max_decays=optim_cfg.max_decays)
+  return plateau_update(opt_state, val_error, factor=spec.decay_factor,
+                        patience=spec.plateau_patience, min_delta=spec.plateau_min_delta,
+                        max_decays=spec.max_decays)
 
 
-def learning_rate_at(optim_cfg: ml_collections.ConfigDict, opt_state, step: int,
-                     steps_per_epoch: int) -> float:
+def learning_rate_at(schedule: optax.Schedule, opt_state, step: int) -> float:
   """The learning rate the update with count `step` uses: schedule(step) * plateau scale."""
-  schedule = learning_rate_schedule(optim_cfg, steps_per_epoch)
   scale = float(np.asarray(plateau_state(opt_state).scale))
   return float(schedule(step)) * scale

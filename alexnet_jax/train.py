@@ -1,4 +1,4 @@
-"""Training the paper's way (Sec. 5, 6), then evaluating: `train_and_evaluate(config, workdir)`.
+"""Training the paper's way (Sec. 5, 6), then evaluating: `train_and_evaluate(run, workdir)`.
 
 The train step is one jitted function over the run's `parallel.Layout`: the sharded
 network's batch-mean softmax cross-entropy, its exact gradient, and the paper's update
@@ -22,26 +22,26 @@ import threading
 from google.cloud import storage as _gcs  # noqa: F401  pylint: disable=unused-import
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
 
-from alexnet_jax import (checkpoints, evaluate, input_pipeline, metrics, model, optim, parallel,
-                         preflight, rundir)
+from alexnet_jax import config as config_lib
+from alexnet_jax import evaluate, metrics, model, optim, parallel, rundir
+from alexnet_jax.data import checks, pipeline
 from alexnet_jax.data.device_augment import DeviceAugment
-from alexnet_jax.data.pipeline import device_batches
-from alexnet_jax.data.spec import DataSpec
+from alexnet_jax.data.spec import VIEWS, DataSpec
 from alexnet_jax.data.statistics import load_stats
+from alexnet_jax.rundir import checkpoints
 
 class TrainingDiverged(RuntimeError):
   """The loss or a parameter became NaN or Inf; the last good checkpoint is kept."""
 
 
-def _init_function(config, layout: parallel.Layout, tx: optax.GradientTransformation):
+def _init_function(seed: int, layout: parallel.Layout, tx: optax.GradientTransformation):
   """() -> the state at step 0: params, optimizer state, rng and step."""
   def init():
-    root = jax.random.key(config.seed)
+    root = jax.random.key(seed)
     params = model.init_params(jax.random.fold_in(root, 0), layout.spec)
     return {'params': params, 'opt_state': tx.init(params), 'rng': jax.random.fold_in(root, 1),
             'step': jnp.zeros([], jnp.int32)}
@@ -62,17 +62,18 @@ def state_shardings(layout: parallel.Layout, tx: optax.GradientTransformation, s
           'step': replicated}
 
 
-def abstract_state(config, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
+def abstract_state(seed: int, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
   """The state's shapes, dtypes and shardings without creating it: what the train step
   is compiled for, on any devices, including compile-only ones (alexnet_jax.aot)."""
-  shapes = jax.eval_shape(_init_function(config, layout, tx))
+  shapes = jax.eval_shape(_init_function(seed, layout, tx))
   return jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                       shapes, state_shardings(layout, tx, shapes))
 
 
-def init_state(config, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
-  """The state created already sharded over the mesh (`state_shardings`)."""
-  init = _init_function(config, layout, tx)
+def init_state(seed: int, layout: parallel.Layout, tx: optax.GradientTransformation) -> dict:
+  """The state created already sharded over the mesh (`state_shardings`), from `seed`
+  (config.seed)."""
+  init = _init_function(seed, layout, tx)
   return jax.jit(init, out_shardings=state_shardings(layout, tx, jax.eval_shape(init)))()
 
 
@@ -178,29 +179,29 @@ def _any_flag(flags, out_sharding):
   return jax.lax.with_sharding_constraint(jnp.any(flags, axis=0), out_sharding)
 
 
-def _meta(config, step: int, steps_per_epoch: int) -> dict:
-  return {'step': step, 'epoch': step / steps_per_epoch, 'config': config.to_json(),
+def _meta(run: config_lib.RunSpec, step: int, steps_per_epoch: int) -> dict:
+  return {'step': step, 'epoch': step / steps_per_epoch, 'config': run.config_json,
           'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}'}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
+def train_and_evaluate(run: config_lib.RunSpec, workdir: str) -> dict:
+  """Trains `run` (a config parsed once: `config.RunSpec.from_config`) in `workdir`
+  (resuming from its latest checkpoint) and evaluates.
 
   Returns a summary dict: the final step, the run's first and last logged training loss,
   and the eval results per view scheme (also written to DIR/eval.json). A workdir whose
   last step is trained and evaluated is left as it is (`finished` in the summary) unless
-  `config.reevaluate`.
+  `run.reevaluate`.
   """
   # Every check that can fail runs before the workdir is created or anything written.
-  spec = preflight.check_config(config)
-  layout = parallel.Layout.from_config(config)
-  info = preflight.check_dataset(config, spec)
-  preflight.check_workdir(workdir)
-  rundir.check_resume(workdir, config)
-  preflight.ensure_statistics(config.data)
-  preflight.create_workdir(workdir)
-  with rundir.hold(workdir, config.lock_lease_s) as lock:
-    return _train_and_evaluate(config, workdir, spec, layout, info, lock)
+  layout = parallel.Layout.for_run(run)
+  info = checks.check_dataset(run.data, run.model, run.batch_size)
+  rundir.check_workdir(workdir)
+  rundir.check_resume(workdir, run.config_json, run.resume_overrides)
+  checks.ensure_statistics(run.data)
+  rundir.create_workdir(workdir)
+  with rundir.hold(workdir, run.lock_lease_s) as lock:
+    return _train_and_evaluate(run, workdir, layout, info, lock)
 
 
 def _last_good(ckpt: checkpoints.Checkpoints) -> str:
@@ -221,29 +222,27 @@ def _finished(workdir: str, step: int | None, total_steps: int) -> dict | None:
   return results if results.get('step') == step else None
 
 
-def _train_and_evaluate(config, workdir, spec, layout, info, lock) -> dict:
+def _train_and_evaluate(run: config_lib.RunSpec, workdir, layout, info, lock) -> dict:
   lead = jax.process_index() == 0
-  steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
-  total_steps = config.num_epochs * steps_per_epoch
-  if config.max_steps > 0:
-    total_steps = min(total_steps, config.max_steps)
-  tx = optim.make_optimizer(config.optim, steps_per_epoch)
+  steps_per_epoch = pipeline.steps_per_epoch(run.data, run.batch_size)
+  total_steps = run.total_steps(steps_per_epoch)
+  tx, schedule = optim.make_optimizer(run.optim, steps_per_epoch)  # The schedule, built once.
   checkpoints.remove_unfinished_saves(workdir)
 
   with jax.set_mesh(layout.mesh), checkpoints.Checkpoints(
-      workdir, keep=config.keep_checkpoints, every=config.checkpoint_every_steps) as ckpt:
+      workdir, keep=run.keep_checkpoints, every=run.checkpoint_every_steps) as ckpt:
     done = _finished(workdir, ckpt.latest_step(), total_steps)
-    if done and not config.reevaluate:
+    if done and not run.reevaluate:
       logging.info('%s is finished: step %d is trained and evaluated (eval.json). Nothing to do; '
                    'raise --config.num_epochs or --config.max_steps to train on, or pass '
                    '--config.reevaluate=True to evaluate again.', workdir, done['step'])
       summary = {'step': done['step'], 'preempted': False, 'finished': True,
-                 'eval': {v: done[v] for v in preflight.VIEWS if v in done},
-                 'num_classes': spec.num_classes}
+                 'eval': {v: done[v] for v in VIEWS if v in done},
+                 'num_classes': run.model.num_classes}
       return {**summary, **_logged_losses(workdir, [])}
 
     writer = metrics.Writer(workdir, enabled=lead)
-    state = init_state(config, layout, tx)
+    state = init_state(run.seed, layout, tx)
     restored = ckpt.restore_latest(checkpoints.abstract_like(state))
     start = 0
     if restored is not None:
@@ -251,20 +250,20 @@ def _train_and_evaluate(config, workdir, spec, layout, info, lock) -> dict:
       logging.info('Resumed from %s at step %d.', ckpt.directory / str(start), start)
     writer.drop_after(start)  # Rows logged after the checkpoint, before a crash, come again.
     if lead:
-      rundir.write_config(workdir, config)
+      rundir.write_config(workdir, run.config_json)
     logging.info('%s: %d train / %d eval images, %d classes; %d steps of %d (%d per epoch) on a '
-                 '%s mesh.', config.data.source, info.num_train, info.num_eval, info.num_classes,
-                 max(total_steps - start, 0), config.batch_size, steps_per_epoch,
+                 '%s mesh.', run.data.source, info.num_train, info.num_eval, info.num_classes,
+                 max(total_steps - start, 0), run.batch_size, steps_per_epoch,
                  dict(layout.mesh.shape))
 
-    data_spec = DataSpec.from_config(config.data).for_backend(jax.default_backend())
-    augment = device_augment(data_spec, config.seed)
-    train_step = make_train_step(layout, tx, config.batch_size, augment)
-    batches = device_batches(input_pipeline.train_batches(
-        data_spec, global_batch_size=config.batch_size, seed=config.seed, start_step=start,
+    data_spec = run.data.for_backend(jax.default_backend())
+    augment = device_augment(data_spec, run.seed)
+    train_step = make_train_step(layout, tx, run.batch_size, augment)
+    batches = pipeline.device_batches(pipeline.train_batches(
+        data_spec, global_batch_size=run.batch_size, seed=run.seed, start_step=start,
         process_index=jax.process_index(), process_count=jax.process_count()),
-        layout, config.data.prefetch_batches)
-    throughput = metrics.Throughput(total_steps, config.batch_size)
+        layout, data_spec.prefetch_batches)
+    throughput = metrics.Throughput(total_steps, run.batch_size)
     pending, losses = [], []
     step = start
     with batches, _StopFlags() as stop_flags:  # Closing `batches` stops its threads.
@@ -277,7 +276,7 @@ def _train_and_evaluate(config, workdir, spec, layout, info, lock) -> dict:
         if step == start + 1:
           throughput.mark(step)  # The first step compiled: rates count from here.
 
-        if step % config.log_every_steps == 0 or step == total_steps:
+        if step % run.log_every_steps == 0 or step == total_steps:
           # The only host sync in the loop: the metrics of the steps since the last line.
           logged = jax.tree.map(lambda *xs: float(np.mean(xs)), *jax.device_get(pending))
           pending = []
@@ -288,7 +287,7 @@ def _train_and_evaluate(config, workdir, spec, layout, info, lock) -> dict:
                 '--config.model.init=caffe.')
           losses.append(logged['loss'])
           rate, eta = throughput.mark(step)
-          lr = optim.learning_rate_at(config.optim, state['opt_state'], step - 1, steps_per_epoch)
+          lr = optim.learning_rate_at(schedule, state['opt_state'], step - 1)
           record = {'epoch': step / steps_per_epoch, **logged, 'learning_rate': lr}
           if rate is not None:
             record['images_per_s'] = rate
@@ -300,15 +299,15 @@ def _train_and_evaluate(config, workdir, spec, layout, info, lock) -> dict:
                        metrics.format_duration(eta) if eta is not None else '-')
 
         epoch_done = step % steps_per_epoch == 0
-        if epoch_done and (step // steps_per_epoch) % config.eval_every_epochs == 0 and step < total_steps:
-          val = evaluate.evaluate_views(state['params'], config, layout, ('center',), step,
+        if epoch_done and (step // steps_per_epoch) % run.eval_every_epochs == 0 and step < total_steps:
+          val = evaluate.evaluate_views(state['params'], run, layout, ('center',), step,
                                         workdir, writer, final=False)['center']
-          opt_state, decayed = optim.plateau_update_from_config(config.optim, state['opt_state'],
-                                                                val['top1_error'])
+          opt_state, decayed = optim.after_evaluation(run.optim, state['opt_state'],
+                                                      val['top1_error'])
           state = {**state, 'opt_state': opt_state}
           if decayed:
             logging.info('Validation error stopped improving: learning rate divided by %g.',
-                         1 / config.optim.decay_factor)
+                         1 / run.optim.decay_factor)
           throughput.mark(step)  # Evaluation time is not training throughput.
 
         # A background save that failed (here or on another process) stops the run here on
@@ -321,23 +320,23 @@ def _train_and_evaluate(config, workdir, spec, layout, info, lock) -> dict:
           raise rundir.WorkdirInUse(
               f'this run lost the lock of workdir {workdir} at step {step}: another run took '
               'it over (this one did not renew its lease in time); stopped without saving.')
-        if step % config.checkpoint_every_steps == 0 or stop:
+        if step % run.checkpoint_every_steps == 0 or stop:
           if not bool(all_finite(state['params'])):
             raise TrainingDiverged(f'A parameter became NaN/Inf by step {step}; stopped without '
                                    f'saving. {_last_good(ckpt)}.')
-          ckpt.save(step, state, _meta(config, step, steps_per_epoch), force=stop)
+          ckpt.save(step, state, _meta(run, step, steps_per_epoch), force=stop)
         if stop:
           logging.warning('SIGTERM: saved step %d to %s; run the same command to resume.', step,
                           ckpt.directory)
           return {'step': step, 'preempted': True}
 
     if ckpt.latest_step() != step:
-      ckpt.save(step, state, _meta(config, step, steps_per_epoch), force=True)
+      ckpt.save(step, state, _meta(run, step, steps_per_epoch), force=True)
     ckpt.wait_until_finished()
     summary = {'step': step, 'preempted': False, **_logged_losses(workdir, losses)}
-    summary['eval'] = evaluate.evaluate_views(state['params'], config, layout,
-                                              config.eval_views, step, workdir, writer)
-    summary['num_classes'] = spec.num_classes
+    summary['eval'] = evaluate.evaluate_views(state['params'], run, layout, run.eval_views, step,
+                                              workdir, writer)
+    summary['num_classes'] = run.model.num_classes
     return summary
 
 

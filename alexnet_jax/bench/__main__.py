@@ -3,7 +3,7 @@
 step:  the jitted train step as training runs it (default config, synthetic input on the
        devices): compile time, median step time, images/s, FLOPs and FLOP/s beside a
        large float32 matmul's FLOP/s. --xla_defaults adds the same step compiled with
-       XLA's default options (alexnet_jax.compiler says what ours change), alternating
+       XLA's default options (alexnet_jax.parallel.compiler says what ours change), alternating
        step by step. --torch adds PyTorch eager's step in each of its formulations
        (torch_reference: 'grouped' and 'split_columns'; the faster of the two in the same
        run is the yardstick), same process.
@@ -52,14 +52,15 @@ def _parse(argv):
   return parser.parse_args(argv)
 
 
-def _config(args):
+def _run_spec(args):
+  """The default config with the flags' batch, dtype and mesh, parsed once (the boundary)."""
   from alexnet_jax import config as configs_lib
   config = configs_lib.default_config()
   config.batch_size = args.batch_size
   config.model.dtype = args.dtype
   config.mesh.data = args.mesh_data
   config.mesh.model = args.mesh_model
-  return config
+  return configs_lib.RunSpec.from_config(config)
 
 
 def _fmt_flops(x):
@@ -109,12 +110,12 @@ def _print_step(r, torch_r):
       f'{k} {v / 1e9:.3f}' for k, v in r['forward_macs_per_image'].items()))
 
 
-def _run_input(config, args) -> list:
+def _run_input(run_spec, args) -> list:
   from alexnet_jax.bench.input import run
   results = []
   print('\n== input pipeline ==')
   for jpeg_size in ((500, 375), (256, 256)):
-    r = run(config, jpeg_size=jpeg_size, num_images=args.input_images,
+    r = run(run_spec, jpeg_size=jpeg_size, num_images=args.input_images,
             batches=args.input_batches, warmup=args.input_warmup)
     print(f'{jpeg_size[0]}x{jpeg_size[1]} JPEGs: ' + ', '.join(
         f'{k}={v:.1f}' if isinstance(v, float) else f'{k}={v}' for k, v in r.items()))
@@ -130,10 +131,10 @@ def main(argv=None) -> int:
     print(f'A {args.mesh_data}x{args.mesh_model} mesh needs {devices_needed} devices; on CPU run with '
           f'XLA_FLAGS=--xla_force_host_platform_device_count={devices_needed}.')
     return 1
-  config = _config(args)
+  run_spec = _run_spec(args)
   if args.dry_run:
     from alexnet_jax import parallel
-    layout = parallel.Layout.from_config(config, batch_sizes=(args.batch_size,))
+    layout = parallel.Layout.for_run(run_spec, batch_sizes=(args.batch_size,))
     print(f'dry run: --mode={args.mode}, batch {args.batch_size}, {layout}; nothing timed.')
     return 0
   out = {'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -142,10 +143,10 @@ def main(argv=None) -> int:
          'mesh': {'data': args.mesh_data, 'model': args.mesh_model}, 'dtype': args.dtype}
 
   from alexnet_jax import parallel
-  layout = parallel.Layout.from_config(config, batch_sizes=(args.batch_size,))
+  layout = parallel.Layout.for_run(run_spec, batch_sizes=(args.batch_size,))
   if args.mode in ('step', 'all'):
     from alexnet_jax.bench import step
-    out['step'] = step.run(config, layout, batch_size=args.batch_size, steps=args.steps,
+    out['step'] = step.run(run_spec, layout, batch_size=args.batch_size, steps=args.steps,
                            matmul_n=args.matmul_n, xla_defaults=args.xla_defaults)
     torch_r = None
     if args.torch:
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
       else:
         # Every formulation of the same computation; the fastest is the yardstick.
         torch_r = out['torch'] = [
-            torch_reference.run(config, batch_size=args.batch_size, steps=args.steps,
+            torch_reference.run(run_spec, batch_size=args.batch_size, steps=args.steps,
                                 formulation=f) for f in torch_reference.FORMULATIONS]
         fastest = max(t['images_per_s'] for t in torch_r)
         out['jax_over_fastest_torch'] = out['step']['images_per_s'] / fastest
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
     print('\n== train step fed by the input pipeline, alternating with synthetic input ==')
     out['pipeline'] = []
     for where in (('host', 'device') if args.augment_on == 'both' else (args.augment_on,)):
-      p = step.run_pipeline(config, layout, batch_size=args.batch_size, steps=args.steps,
+      p = step.run_pipeline(run_spec, layout, batch_size=args.batch_size, steps=args.steps,
                             augment_on=where, num_images=args.input_images)
       out['pipeline'].append(p)
       print(f"augment_on={where}: fed {p['images_per_s']:.1f} images/s, synthetic "
@@ -175,11 +176,11 @@ def main(argv=None) -> int:
             f"fed/synthetic = {p['fed_over_synthetic']:.3f}; {p['source']}")
 
   if args.mode in ('input', 'all'):
-    out['input'] = _run_input(config, args)
+    out['input'] = _run_input(run_spec, args)
 
   if args.mode in ('stores', 'all'):
     from alexnet_jax.bench.input import run_stores
-    out['stores'] = run_stores(config, num_images=args.input_images, batches=args.input_batches,
+    out['stores'] = run_stores(run_spec, num_images=args.input_images, batches=args.input_batches,
                                warmup=args.input_warmup)
 
   if args.mode in ('decode', 'all'):

@@ -12,6 +12,7 @@ is the median of several timing windows, so one slow window (a neighbour's burst
 shared machine) does not move it.
 """
 
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -20,8 +21,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from alexnet_jax import input_pipeline
-from alexnet_jax.data import sources
+from alexnet_jax.data import pipeline, sources
 from alexnet_jax.data import statistics as data_statistics
 from alexnet_jax.data.spec import DataSpec
 
@@ -55,28 +55,26 @@ def write_jpegs(root: str, *, jpeg_size: tuple[int, int], num_images: int,
                                            quality=90)
 
 
-def run(config, *, jpeg_size: tuple[int, int], num_images: int, batches: int,
+def run(run_spec, *, jpeg_size: tuple[int, int], num_images: int, batches: int,
         warmup: int) -> dict:
-  """Times the training pipeline of `config` (source switched to the generated folder).
+  """Times the training pipeline of `run_spec` (a parsed config; its source switched to the
+  generated folder).
 
   jpeg_size: (width, height) of the generated JPEGs. batches: timed batches, split into
   windows; warmup: batches run before timing. Returns a JSON-able dict.
   """
   cores = _cores()
-  batch_size = config.batch_size
+  batch_size = run_spec.batch_size
   if num_images < batch_size:
     raise ValueError(f'num_images {num_images} < batch size {batch_size}.')
   with tempfile.TemporaryDirectory() as tmp:
     write_jpegs(os.path.join(tmp, 'images'), jpeg_size=jpeg_size, num_images=num_images)
-    data_cfg = config.data.copy_and_resolve_references()
-    data_cfg.source = 'folder'
-    data_cfg.folder = os.path.join(tmp, 'images')
-    data_cfg.data_dir = os.path.join(tmp, 'data_dir')
-    # Constants, not a statistics pass over the generated images: the pass is not what is
+    # Statistics: constants, not a pass over the generated images: the pass is not what is
     # timed, and any mean image costs the same per batch.
-    data_cfg.statistics = 'imagenet'
+    data = dataclasses.replace(run_spec.data, source='folder', folder=os.path.join(tmp, 'images'),
+                               data_dir=os.path.join(tmp, 'data_dir'), statistics='imagenet')
     # Closed (its prefetching threads stopped) before its files are deleted.
-    with input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0) as it:
+    with pipeline.train_batches(data, global_batch_size=batch_size, seed=0) as it:
       for _ in range(warmup):
         next(it)
       per_window = max(1, batches // _NUM_WINDOWS)
@@ -90,13 +88,13 @@ def run(config, *, jpeg_size: tuple[int, int], num_images: int, batches: int,
   result = {
       'jpeg_size': list(jpeg_size), 'images_per_s': images_per_s,
       'per_core': images_per_s / cores, 'cores': cores, 'batch_size': batch_size,
-      'crop_size': data_cfg.crop_size, 'lighting': data_cfg.lighting,
+      'crop_size': data.crop_size, 'lighting': data.lighting,
       'num_images': num_images, 'batches': batches, 'warmup': warmup,
       'window_rates': rates,
   }
   print(f'input pipeline, {jpeg_size[0]}x{jpeg_size[1]} JPEGs: {images_per_s:.0f} images/s '
         f'({images_per_s / cores:.0f} per core, {cores} cores, batch {batch_size}, '
-        f'crop {data_cfg.crop_size}, lighting {data_cfg.lighting})')
+        f'crop {data.crop_size}, lighting {data.lighting})')
   return result
 
 
@@ -118,8 +116,8 @@ def _median_rate(fn, images: int, repeats: int) -> tuple[float, float, list]:
   return (statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates), rates)
 
 
-def _feed_rate(data_cfg, batch_size: int, batches: int, warmup: int) -> tuple[float, float, list]:
-  with input_pipeline.train_batches(data_cfg, global_batch_size=batch_size, seed=0) as it:
+def _feed_rate(data: DataSpec, batch_size: int, batches: int, warmup: int) -> tuple[float, float, list]:
+  with pipeline.train_batches(data, global_batch_size=batch_size, seed=0) as it:
     for _ in range(warmup):
       next(it)
     per_window = max(1, batches // _NUM_WINDOWS)
@@ -133,11 +131,11 @@ def _feed_rate(data_cfg, batch_size: int, batches: int, warmup: int) -> tuple[fl
   return (statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates), rates)
 
 
-def run_stores(config, *, jpeg_size: tuple[int, int] = (500, 375), num_images: int = 256,
+def run_stores(run_spec, *, jpeg_size: tuple[int, int] = (500, 375), num_images: int = 256,
                batches: int = 20, warmup: int = 3, repeats: int = 3) -> dict:
   """Per-core images/s of the stats pass, `prepare`, and the training feed from each store
   with host and device augmentation (medians; see the module doc)."""
-  cores, batch_size = _cores(), config.batch_size
+  cores, batch_size = _cores(), run_spec.batch_size
   results = {'jpeg_size': list(jpeg_size), 'num_images': num_images, 'cores': cores,
              'batch_size': batch_size, 'figures': {}}
 
@@ -149,32 +147,28 @@ def run_stores(config, *, jpeg_size: tuple[int, int] = (500, 375), num_images: i
 
   with tempfile.TemporaryDirectory() as tmp:
     write_jpegs(os.path.join(tmp, 'images'), jpeg_size=jpeg_size, num_images=num_images)
-    data_cfg = config.data.copy_and_resolve_references()
-    data_cfg.update(source='folder', folder=os.path.join(tmp, 'images'),
-                    data_dir=os.path.join(tmp, 'data_dir'), stats_max_examples=None,
-                    eval_split='train')
-    spec = DataSpec.from_config(data_cfg)
+    spec = dataclasses.replace(run_spec.data, source='folder', folder=os.path.join(tmp, 'images'),
+                               data_dir=os.path.join(tmp, 'data_dir'), stats_max_examples=None,
+                               eval_split='train')
     sources.dataset_info(spec)  # Start-up: listing and the bad-file check, cached on disk.
     print(f'== stores: {num_images} generated {jpeg_size[0]}x{jpeg_size[1]} JPEGs, {cores} '
           f'cores, batch {batch_size} ==')
     record('stats pass', *_median_rate(
         lambda: data_statistics.compute_stats(spec, show_progress=False), num_images, repeats))
     for store in ('jpeg', 'raw'):
-      data_cfg.prepared_dir = os.path.join(tmp, f'copy_{store}')
+      stored_spec = dataclasses.replace(spec, prepared_dir=os.path.join(tmp, f'copy_{store}'))
       record(f'prepare --format={store}', *_median_rate(
-          lambda: sources.prepare_split(DataSpec.from_config(data_cfg), 'train',
-                                        store_format=store), num_images, repeats))
-      split_dir = os.path.join(data_cfg.prepared_dir, 'train')
+          lambda: sources.prepare_split(stored_spec, 'train', store_format=store),  # pylint: disable=cell-var-from-loop
+          num_images, repeats))
+      split_dir = os.path.join(stored_spec.prepared_dir, 'train')
       stored = sum(os.path.getsize(os.path.join(split_dir, f)) for f in os.listdir(split_dir))
       results[f'{store}_bytes_per_image'] = stored / num_images
       print(f'{store} store: {stored / num_images:,.0f} bytes per image')
       for augment_on in ('host', 'device'):
-        data_cfg.augment_on = augment_on
-        # Constants, not a statistics pass: any mean image costs the same per batch.
-        data_cfg.statistics = 'imagenet'
+        # Statistics: constants, not a pass: any mean image costs the same per batch.
+        fed = dataclasses.replace(stored_spec, augment_on=augment_on, statistics='imagenet')
         record(f'train feed, {store} store, {augment_on} augment',
-               *_feed_rate(data_cfg, batch_size, batches, warmup))
-        data_cfg.statistics = config.data.statistics
+               *_feed_rate(fed, batch_size, batches, warmup))
   return results
 
 

@@ -17,14 +17,16 @@ from ml_collections import config_flags
 import numpy as np
 import tensorflow as tf
 
-from alexnet_jax import input_pipeline, stats
+from alexnet_jax.data import sources, statistics
+from alexnet_jax.data.decode import decode_stored
+from alexnet_jax.data.spec import DataSpec
 
 
-def measure(data_cfg, sizes: list[int]) -> list[dict]:
-  source = input_pipeline.get_source(data_cfg)
-  size = data_cfg.stored_size
-  ds = source.records(data_cfg.train_split, 0, 1, order_seed=stats.ORDER_SEED)
-  ds = ds.map(lambda enc, _: input_pipeline.decode_stored(enc, size),
+def measure(spec: DataSpec, sizes: list[int]) -> list[dict]:
+  source = sources.get_source(spec)
+  size = spec.stored_size
+  ds = source.records(spec.train_split, 0, 1, order_seed=statistics.ORDER_SEED)
+  ds = ds.map(lambda enc, _: decode_stored(enc, size),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1).prefetch(8)
   total = np.zeros([size, size, 3], np.float64)
   squares = np.zeros([size, size, 3], np.float64)
@@ -49,7 +51,7 @@ def measure(data_cfg, sizes: list[int]) -> list[dict]:
 def main(argv):
   del argv
   sizes = [int(s) for s in flags.FLAGS.sizes.split(',')]
-  rows = measure(flags.FLAGS.config.data, sizes)
+  rows = measure(DataSpec.from_config(flags.FLAGS.config.data), sizes)  # The one parse.
   print(f"{'n':>8} {'N':>8} {'RMS(subset - full)':>20} {'formula':>10}")
   for r in rows:
     print(f"{r['n']:>8} {r['N']:>8} {r['rms_difference']:>20.3f} {r['formula']:>10.3f}")

@@ -6,7 +6,7 @@ its own: lower + compile) and times `steps` steps after two warm-up steps, each 
 with block_until_ready. Alongside, it counts the FLOPs of one step from the layer shapes of
 the two-column network (and asks XLA for its own count), and times a large float32
 matmul in the same process as a yardstick for what this machine's cores can do. The step
-compiles with `alexnet_jax.compiler`'s options, as in training; XLA_FLAGS that name the
+compiles with `alexnet_jax.parallel.compiler`'s options, as in training; XLA_FLAGS that name the
 same option (--xla_cpu_experimental_ynn_fusion_type=...) override them, to compare.
 """
 
@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import compiler, model, optim, parallel
+from alexnet_jax import model, optim, parallel
+from alexnet_jax.parallel import compiler
 
 WARMUP_STEPS = 2
 
@@ -75,7 +76,7 @@ def matmul_flops_per_s(n: int = 4096, repeats: int = 7) -> dict:
           'matmul_min_s': min(times), 'matmul_max_s': max(times)}
 
 
-def make_train_step(config, layout: parallel.Layout, batch_size: int, *,
+def make_train_step(run, layout: parallel.Layout, batch_size: int, *,
                     xla_defaults: bool = False):
   """({'ours': jitted step}, initial state), exactly as `alexnet_jax.train` builds them.
 
@@ -84,19 +85,19 @@ def make_train_step(config, layout: parallel.Layout, batch_size: int, *,
   """
   from alexnet_jax import train  # Imports the input pipeline (TensorFlow) too.
   layout.check_batch(batch_size)
-  tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
+  tx = optim.make_optimizer(run.optim, steps_per_epoch=1000).tx
   steps = {'ours': train.make_train_step(layout, tx, batch_size)}
   if xla_defaults:
     steps['xla_defaults'] = jax.jit(train.train_step_function(layout, tx, batch_size),
                                     donate_argnums=(0,))
-  return steps, train.init_state(config, layout, tx)
+  return steps, train.init_state(run.seed, layout, tx)
 
 
-def synthetic_batch(config, layout: parallel.Layout, batch_size: int):
+def synthetic_batch(run, layout: parallel.Layout, batch_size: int):
   """Random mean-subtracted-looking images and labels, already on the devices."""
-  size = config.model.image_size
+  size = run.model.image_size
   images = 60.0 * jax.random.normal(jax.random.key(1), (batch_size, size, size, 3), jnp.float32)
-  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, config.model.num_classes)
+  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, run.model.num_classes)
   sharding = layout.batch_sharding
   return jax.device_put(images, sharding), jax.device_put(labels, sharding)
 
@@ -113,21 +114,20 @@ def _xla_flops(compiled) -> float | None:
   return float(cost['flops'])
 
 
-def run(config, layout: parallel.Layout, *, batch_size: int, steps: int,
+def run(run_spec, layout: parallel.Layout, *, batch_size: int, steps: int,
         matmul_n: int = 4096, xla_defaults: bool = False) -> dict:
-  """Times the train step of `config` (its model.dtype included) on `layout`; a JSON-able
+  """Times the train step of `run_spec` (a parsed config; its model.dtype included) on `layout`; a JSON-able
   dict. xla_defaults: also time the same step compiled with XLA's default options (plain
   jax.jit), alternating step by step with ours, under result['xla_defaults']."""
   with jax.set_mesh(layout.mesh):  # As train.train_and_evaluate runs it.
-    return _run(config, layout, batch_size=batch_size, steps=steps, matmul_n=matmul_n,
+    return _run(run_spec, layout, batch_size=batch_size, steps=steps, matmul_n=matmul_n,
                 xla_defaults=xla_defaults)
 
 
-def _run(config, layout, *, batch_size, steps, matmul_n, xla_defaults):
-  config = config.copy_and_resolve_references()
+def _run(run_spec, layout, *, batch_size, steps, matmul_n, xla_defaults):
   spec = layout.spec
-  step_fns, state = make_train_step(config, layout, batch_size, xla_defaults=xla_defaults)
-  images, labels = synthetic_batch(config, layout, batch_size)
+  step_fns, state = make_train_step(run_spec, layout, batch_size, xla_defaults=xla_defaults)
+  images, labels = synthetic_batch(run_spec, layout, batch_size)
 
   steps_to_time, lower_s, compile_s = {}, {}, {}
   for name, fn in step_fns.items():
@@ -161,7 +161,7 @@ def _run(config, layout, *, batch_size, steps, matmul_n, xla_defaults):
       'jax_version': jax.__version__,
       'device_kind': jax.devices()[0].device_kind,
       'platform': jax.devices()[0].platform,
-      # What the step compiled with (alexnet_jax.compiler); None: XLA's defaults.
+      # What the step compiled with (alexnet_jax.parallel.compiler); None: XLA's defaults.
       'compiler_options': compiler.options(jax.devices()[0].platform),
       'num_devices': len(jax.devices()),
       'batch_size': batch_size,
@@ -194,7 +194,7 @@ def _run(config, layout, *, batch_size, steps, matmul_n, xla_defaults):
   return result
 
 
-def run_pipeline(config, layout: parallel.Layout, *, batch_size: int, steps: int,
+def run_pipeline(run_spec, layout: parallel.Layout, *, batch_size: int, steps: int,
                  augment_on: str = 'host', jpeg_size: tuple[int, int] = (256, 256),
                  num_images: int = 256) -> dict:
   """The train step fed by the real training pipeline, beside the same step on synthetic
@@ -208,41 +208,36 @@ def run_pipeline(config, layout: parallel.Layout, *, batch_size: int, steps: int
   batch; compile time is not timed. `fed_over_synthetic` < 1 is what the pipeline costs.
   """
   with jax.set_mesh(layout.mesh):
-    return _run_pipeline(config, layout, batch_size=batch_size, steps=steps,
+    return _run_pipeline(run_spec, layout, batch_size=batch_size, steps=steps,
                          augment_on=augment_on, jpeg_size=jpeg_size, num_images=num_images)
 
 
-def _run_pipeline(config, layout, *, batch_size, steps, augment_on, jpeg_size, num_images):
+def _run_pipeline(run_spec, layout, *, batch_size, steps, augment_on, jpeg_size, num_images):
+  import dataclasses
   import os
   import tempfile
 
   from alexnet_jax import train  # Imports the input pipeline (TensorFlow) too.
   from alexnet_jax.bench import input as input_bench
   from alexnet_jax.data import pipeline
-  from alexnet_jax.data.spec import DataSpec
 
-  config = config.copy_and_resolve_references()
   layout.check_batch(batch_size)
   with tempfile.TemporaryDirectory() as tmp:
     input_bench.write_jpegs(os.path.join(tmp, 'images'), jpeg_size=jpeg_size,
                             num_images=num_images)
-    data_cfg = config.data
-    data_cfg.source = 'folder'
-    data_cfg.folder = os.path.join(tmp, 'images')
-    data_cfg.data_dir = os.path.join(tmp, 'data_dir')
-    data_cfg.augment_on = augment_on
-    # Constants, not a statistics pass over the generated images: the pass is not what is
+    # Statistics: constants, not a pass over the generated images: the pass is not what is
     # timed, and any mean image costs the same per batch.
-    data_cfg.statistics = 'imagenet'
-    spec = DataSpec.from_config(data_cfg)
-    tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
+    spec = dataclasses.replace(run_spec.data, source='folder', folder=os.path.join(tmp, 'images'),
+                               data_dir=os.path.join(tmp, 'data_dir'), augment_on=augment_on,
+                               statistics='imagenet')
+    tx = optim.make_optimizer(run_spec.optim, steps_per_epoch=1000).tx
     step_fn = train.make_train_step(layout, tx, batch_size,
-                                    train.device_augment(spec, config.seed))
-    state = train.init_state(config, layout, tx)
-    synthetic = _synthetic_feed(config, layout, batch_size, spec)
+                                    train.device_augment(spec, run_spec.seed))
+    state = train.init_state(run_spec.seed, layout, tx)
+    synthetic = _synthetic_feed(run_spec, layout, batch_size, spec)
     batches = pipeline.device_batches(
         pipeline.train_batches(spec, global_batch_size=batch_size, seed=0),
-        layout, depth=data_cfg.prefetch_batches)
+        layout, depth=spec.prefetch_batches)
 
     def fed():
       batch = next(batches)
@@ -260,7 +255,7 @@ def _run_pipeline(config, layout, *, batch_size, steps, augment_on, jpeg_size, n
             times[kind].append(time.perf_counter() - start)
   medians = {kind: statistics.median(t) for kind, t in times.items()}
   return {'source': f'folder of {num_images} generated {jpeg_size[0]}x{jpeg_size[1]} JPEGs',
-          'augment_on': augment_on, 'batch_size': batch_size, 'dtype': config.model.dtype,
+          'augment_on': augment_on, 'batch_size': batch_size, 'dtype': run_spec.model.dtype,
           'steps': steps, 'step_median_s': medians['fed'],
           'synthetic_step_median_s': medians['synthetic'],
           'images_per_s': batch_size / medians['fed'],
@@ -270,13 +265,13 @@ def _run_pipeline(config, layout, *, batch_size, steps, augment_on, jpeg_size, n
           'final_loss': float(metrics['loss'])}
 
 
-def _synthetic_feed(config, layout, batch_size: int, spec) -> list:
+def _synthetic_feed(run_spec, layout, batch_size: int, spec) -> list:
   """Step inputs of the form the pipeline gives for `spec`, already on the devices."""
   if not spec.augment_on_device:
-    return list(synthetic_batch(config, layout, batch_size))
+    return list(synthetic_batch(run_spec, layout, batch_size))
   size, sharding = spec.stored_size, layout.batch_sharding
   images = jax.random.randint(jax.random.key(1), (batch_size, size, size, 3), 0, 256, jnp.int32)
-  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, config.model.num_classes)
+  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, run.model.num_classes)
   index = jnp.arange(batch_size, dtype=jnp.int32)
   return [jax.device_put(x, sharding) for x in
           (images.astype(jnp.uint8), labels, jnp.zeros_like(index), index)]

@@ -107,10 +107,11 @@ class TwoColumnAlexNet(nn.Module):
     return self.fc8(x)
 
 
-def run(config, *, batch_size: int, steps: int, warmup: int = 2,
+def run(run_spec, *, batch_size: int, steps: int, warmup: int = 2,
         formulation: str = 'grouped') -> dict:
-  """Median time of `steps` SGD steps (after `warmup`) on random NCHW input, on CPU."""
-  spec = model.Spec.from_config(config.model)
+  """Median time of `steps` SGD steps (after `warmup`) on random NCHW input, on CPU, of
+  `run_spec`'s network (a parsed config, `config.RunSpec`)."""
+  spec = run_spec.model
   if spec.columns != 2:
     raise ValueError('The PyTorch reference is the two-column network only.')
   torch.manual_seed(0)
@@ -119,8 +120,8 @@ def run(config, *, batch_size: int, steps: int, warmup: int = 2,
     for p in net.parameters():
       p.normal_(0.0, spec.init_std)
   net.train()
-  opt = torch.optim.SGD(net.parameters(), lr=config.optim.learning_rate,
-                        momentum=config.optim.momentum, weight_decay=config.optim.weight_decay)
+  opt = torch.optim.SGD(net.parameters(), lr=run_spec.optim.learning_rate,
+                        momentum=run_spec.optim.momentum, weight_decay=run_spec.optim.weight_decay)
   images = 60.0 * torch.randn(batch_size, 3, spec.image_size, spec.image_size)
   labels = torch.randint(0, spec.num_classes, (batch_size,))
   loss_fn = nn.CrossEntropyLoss()

@@ -10,7 +10,11 @@ One module per concern, each importing only those above it in this list:
   augment     Sec. 4.1 on the host: one function per operation, and the eval views.
   device_augment  the same operations in JAX, inside the jitted steps
               (`config.data.augment_on='device'`).
+  batches     `Batches`: a pipeline's iterator, closed explicitly (its threads end).
   pipeline    `train_batches`, `eval_batches(split=...)`, `device_batches`; resuming is
               `train_batches(start_step=...)`.
-`alexnet_jax.input_pipeline`, `stats` and `prepare` re-export the names they always had.
+  checks      before a run reads: data paths, the one build per run, the statistics.
+  demo_dataset  the offline synthetic dataset of the demo (a TFDS builder).
+Commands: `python -m alexnet_jax.data.build` (the dataset and its statistics, once),
+`python -m alexnet_jax.data.statistics`, `python -m alexnet_jax.data.prepare` (a 256x256 copy).
 """

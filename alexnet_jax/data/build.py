@@ -9,7 +9,7 @@ the two tar files of its manual download from `config.data.manual_dir`
 data. A run on a pod then only reads: run this once, on one machine, before the launch.
 
 Training builds the same by itself when it is missing: process 0 alone builds, and the
-other processes wait for it (`preflight.build_dataset`), so this command only moves the
+other processes wait for it (`data.checks.build_dataset`), so this command only moves the
 build off the run's clock. It prints where everything went, how long it took and how much
 it holds.
 """
@@ -22,16 +22,15 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import metrics, preflight, storage
-from alexnet_jax.data import sources, statistics
+from alexnet_jax import metrics, storage
+from alexnet_jax.data import checks, sources, statistics
 from alexnet_jax.data.spec import DataSpec
 
 
-def build(data_cfg) -> dict:
+def build(spec: DataSpec) -> dict:
   """Builds the dataset and its statistics; returns what went where (paths, counts, bytes,
   seconds)."""
-  spec = DataSpec.from_config(data_cfg)
-  preflight.check_data_paths(data_cfg)
+  checks.check_data_paths(spec)
   start = time.perf_counter()
   source = sources.get_source(spec)
   source.prepare()
@@ -53,19 +52,18 @@ def build(data_cfg) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = flags.FLAGS.config
+  try:
+    spec = DataSpec.from_config(flags.FLAGS.config.data)  # The one parse, at the boundary.
+    if flags.FLAGS.dry_run:
+      checks.check_data_paths(spec)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
   if flags.FLAGS.dry_run:
-    try:
-      DataSpec.from_config(config.data)
-      preflight.check_data_paths(config.data)
-    except ValueError as e:
-      sys.exit(f'error: {e}')
-    print(f'dry run: would build {config.data.source!r} in '
-          f'{sources.base.data_dir(DataSpec.from_config(config.data))} and its statistics. '
-          'Nothing was read or written.')
+    print(f'dry run: would build {spec.source!r} in {sources.base.data_dir(spec)} and its '
+          'statistics. Nothing was read or written.')
     return
   try:
-    result = build(config.data)
+    result = build(spec)
   except ValueError as e:
     sys.exit(f'error: {e}')
   logging.info('Built %s.', result)

@@ -1,5 +1,10 @@
 """Training-set statistics of Sec. 2 and 4.1: compute, write, read.
 
+  python -m alexnet_jax.data.statistics --config=configs/X.py
+
+computes them ahead of time (the main job computes them by itself when the file is
+missing, `config.data.statistics='train_split'`) and prints where they went.
+
 One streaming pass over a uniformly random subset of the training split (all of it, or
 `config.data.stats_max_examples` images; the same subset every time), each image resized
 and centre-cropped to the stored size as in Sec. 2, computes
@@ -26,14 +31,15 @@ from alexnet_jax import metrics
 from alexnet_jax.data import sources
 from alexnet_jax.data.batches import Batches
 from alexnet_jax.data.identity import DatasetIdentity
+from alexnet_jax.data import spec as spec_lib
 from alexnet_jax.data.spec import DataSpec
 
 # The subset's order: fixed, so every run and every process picks the same images.
 ORDER_SEED = 0
 
 # Sec. 2's mean image reduced to ImageNet's usual per-channel mean on the 0-255 scale, used
-# (broadcast to 256x256) only with config.data.statistics='imagenet' (README, Data).
-IMAGENET_RGB_MEAN = np.array([123.68, 116.78, 103.94], np.float32)
+# (broadcast to 256x256) only with config.data.statistics='imagenet' (docs/data.md).
+IMAGENET_RGB_MEAN = np.array(spec_lib.IMAGENET_RGB_MEAN, np.float32)
 # Sec. 4.1: the widely used ImageNet RGB eigen-decomposition on the [0, 1] scale;
 # columns of IMAGENET_EIGVEC are the eigenvectors.
 IMAGENET_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
@@ -187,3 +193,24 @@ def load_stats(spec: DataSpec) -> Stats:
     write_stats(spec)
     stats = read_stats(spec, path)
   return stats
+
+
+def main(argv):
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    spec = DataSpec.from_config(flags.FLAGS.config.data)  # The one parse, at the boundary.
+  except ValueError as e:
+    raise SystemExit(f'error: {e}') from None
+  print(write_stats(spec))
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  # Flags are defined only when run as a program, so the module imports cleanly next to
+  # other programs' --config flag.
+  config_flags.DEFINE_config_file('config', None, 'Configuration file.', lock_config=True)
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

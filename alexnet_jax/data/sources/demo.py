@@ -1,4 +1,4 @@
-"""'demo': the synthetic offline dataset of `alexnet_jax.demo_dataset`, through TFDS."""
+"""'demo': the synthetic offline dataset of `alexnet_jax.data.demo_dataset`, through TFDS."""
 
 from alexnet_jax.data.sources.tfds_source import TfdsSource
 
@@ -7,5 +7,5 @@ class DemoSource(TfdsSource):
 
   @classmethod
   def builder(cls, spec):
-    from alexnet_jax import demo_dataset  # pylint: disable=g-import-not-at-top
+    from alexnet_jax.data import demo_dataset  # pylint: disable=g-import-not-at-top
     return demo_dataset.DemoShapes(data_dir=spec.data_dir)

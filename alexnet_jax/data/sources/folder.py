@@ -3,7 +3,7 @@
 The folder may be local or on an object store (gs://...): it is listed and read through
 `tf.io.gfile`, which TensorFlow also reads the images with. On an object store each file's
 size is one request when the folder is first listed; for ImageNet-sized folders there,
-read a prepared copy (`python -m alexnet_jax.prepare`) instead.
+read a prepared copy (`python -m alexnet_jax.data.prepare`) instead.
 """
 
 from __future__ import annotations

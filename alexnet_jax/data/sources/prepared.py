@@ -1,4 +1,4 @@
-"""The prepared copy: a split stored once at `stored_size` by `python -m alexnet_jax.prepare`.
+"""The prepared copy: a split stored once at `stored_size` by `python -m alexnet_jax.data.prepare`.
 
 Reader and writer of both store formats live here, so a format is one file's business:
   'jpeg'  <split>/data-NNNNN.tfrecord: tf.train.Example {'image': JPEG bytes, 'label'}.
@@ -29,7 +29,7 @@ from alexnet_jax.data.sources.base import Source, epoch_seed, even_share
 from alexnet_jax.data.spec import STORE_FORMATS
 
 _RAW_IMAGES, _RAW_LABELS = 'images.npy', 'labels.npy'
-_PREPARE_AGAIN = ('run `python -m alexnet_jax.prepare` with this config again, or set '
+_PREPARE_AGAIN = ('run `python -m alexnet_jax.data.prepare` with this config again, or set '
                   '--config.data.use_prepared=False.')
 
 

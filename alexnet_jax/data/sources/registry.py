@@ -24,7 +24,7 @@ SOURCES = {
     'imagenet2012': tfds_source.Imagenet2012,  # TFDS, manual download of the two tars.
     'imagenette': tfds_source.TfdsSource,  # TFDS, downloaded by TFDS.
     'folder': folder.FolderSource,  # <folder>/<split>/<class>/<image>.
-    'demo': demo.DemoSource,  # The synthetic offline shapes of alexnet_jax.demo_dataset.
+    'demo': demo.DemoSource,  # The synthetic offline shapes of alexnet_jax.data.demo_dataset.
 }
 
 

@@ -1,9 +1,5 @@
-"""The run directory (`--workdir`): the one owner of its files' names, its lock, and what a
-resume may change. The workdir may be a local path or an object-store URI (`gs://...`).
+"""The run directory's lock: one run at a time writes a workdir.
 
-- `RunDir`: where each of a run's files lives (config.json, metrics.jsonl, eval.json,
-  checkpoints/, checkpoints.damaged/, tensorboard/, run.lock). Every module that reads or
-  writes a run's files takes their paths from here.
 - `Lock` (local disks): an OS lock (`fcntl.flock`) on DIR/run.lock, held by process 0 from
   before the first write until the process ends. The kernel drops it on any exit, kill -9
   included, so a lock is never left behind; a second run on the same directory stops at
@@ -17,11 +13,6 @@ resume may change. The workdir may be a local path or an object-store URI (`gs:/
   pre-emption) is taken over, with a log line, by a rewrite conditioned on the expired
   generation, so of two runs taking it over at once one wins. A holder whose renewal finds
   another generation has lost its lock, and stops.
-- `config_changes`: the fields a resumed run's config changes from DIR/config.json. A
-  change to what is being trained (the network, data, optimizer, batch, schedule, seed)
-  stops the run unless `config.resume_overrides` names it; a change that only extends or
-  observes the run (its length, logging, evaluation, checkpoint cadence, device layout)
-  goes on, with a log line.
 """
 
 from __future__ import annotations
@@ -35,52 +26,8 @@ import os
 import socket
 import threading
 
-
 from alexnet_jax import storage
-
-LOCK_FILE = 'run.lock'
-CONFIG_FILE = 'config.json'
-METRICS_FILE = 'metrics.jsonl'
-EVAL_FILE = 'eval.json'
-CHECKPOINTS = 'checkpoints'
-DAMAGED = 'checkpoints.damaged'  # Steps that cannot be restored, moved aside (never deleted).
-TENSORBOARD = 'tensorboard'
-
-# Fields a resume may change freely: how long the run goes on, what it logs and evaluates,
-# how often it saves, and where the devices and files are. Prefixes end with a dot.
-EXTENDS_OR_OBSERVES = (
-    'num_epochs', 'max_steps', 'log_every_steps', 'eval_every_epochs', 'eval_views',
-    'eval_batch_size', 'checkpoint_every_steps', 'keep_checkpoints', 'resume_overrides',
-    'reevaluate', 'mesh.', 'data.prefetch_batches', 'data.data_dir', 'data.manual_dir',
-    'data.prepared_dir', 'data.use_prepared', 'lock_lease_s',
-)
-
-
-class RunDir:
-  """The paths of one run's files, under a local or remote workdir."""
-
-  def __init__(self, workdir):
-    self.root = storage.path(workdir)
-
-  def __str__(self) -> str:
-    return os.fspath(self.root)
-
-  @property
-  def remote(self) -> bool:
-    return storage.is_remote(self.root)
-
-  config = property(lambda self: self.root / CONFIG_FILE)
-  metrics = property(lambda self: self.root / METRICS_FILE)
-  eval = property(lambda self: self.root / EVAL_FILE)
-  checkpoints = property(lambda self: self.root / CHECKPOINTS)
-  damaged = property(lambda self: self.root / DAMAGED)
-  tensorboard = property(lambda self: self.root / TENSORBOARD)
-  lock = property(lambda self: self.root / LOCK_FILE)
-
-  def has_checkpoint(self) -> bool:
-    """Whether checkpoints/ holds a step directory (finished or not: a run to continue)."""
-    return self.checkpoints.is_dir() and any(p.name.isdigit() for p in self.checkpoints.iterdir())
-
+from alexnet_jax.rundir.files import RunDir
 
 class WorkdirInUse(RuntimeError):
   """Another live process holds the workdir's lock."""
@@ -296,81 +243,12 @@ def lock_for(workdir: str, lease_s: float = LeaseLock.LEASE_S):
   return None
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = tuple(value) if isinstance(value, list) else value
-  return flat
-
-
-def _matches(field: str, names) -> bool:
-  return any(field == n or (n.endswith('.') and field.startswith(n)) or field.startswith(n + '.')
-             for n in names if n)
-
-
-def config_changes(saved_json: str, config) -> tuple[dict, dict]:
-  """(guarded, free): {field: (saved, now)} of the fields `config` changes from `saved_json`.
-
-  Fields absent from the saved config (added to the code since) are not changes: the run
-  gets their current defaults, as it would have had they existed.
-  """
-  saved = _flatten(json.loads(saved_json))
-  now = _flatten(json.loads(config.to_json()))
-  changed = {f: (saved[f], now[f]) for f in sorted(saved.keys() & now.keys()) if saved[f] != now[f]}
-  free = {f: v for f, v in changed.items() if _matches(f, EXTENDS_OR_OBSERVES)}
-  guarded = {f: v for f, v in changed.items() if f not in free}
-  return guarded, free
-
-
-def _describe(changes: dict) -> str:
-  return ', '.join(f'{f} {a!r} -> {b!r}' for f, (a, b) in changes.items())
-
-
-def check_resume(workdir: str, config) -> None:
-  """Raises a one-line ValueError if `config` changes what DIR/config.json trained, beyond
-  `config.resume_overrides`; logs the changes that go on. Reads only."""
-  run = RunDir(workdir)
-  path = run.config
-  if not path.exists() or not run.has_checkpoint():
-    return  # No checkpoint to continue from: the new config starts the run afresh.
-  text = path.read_text()
-  try:
-    guarded, free = config_changes(text, config)
-  except ValueError as e:
-    raise ValueError(f'{path} is not valid JSON ({e}): restore it from a checkpoint\'s '
-                     'meta/metadata, or choose another --workdir.') from None
-  allowed = [n.strip() for n in config.get('resume_overrides', '').split(',')]
-  refused = {f: v for f, v in guarded.items() if not _matches(f, allowed)}
-  if refused:
-    raise ValueError(
-        f'workdir {workdir} was trained with another config ({path}): {_describe(refused)}. '
-        'Resume with the saved values, choose another --workdir for a new run, or continue from '
-        f'the checkpoint anyway with --config.resume_overrides={",".join(refused)}.')
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  if guarded:
-    logging.warning('Resuming with changes allowed by config.resume_overrides: %s.',
-                    _describe(guarded))
-  if free:
-    logging.info('Resuming with changes that extend or observe the run: %s.', _describe(free))
-
-
-def write_config(workdir: str, config) -> None:
-  """DIR/config.json, written whole (`storage.write_whole`): the config of the run from here
-  on (each checkpoint's meta keeps the config that wrote it)."""
-  path = RunDir(workdir).config
-  with storage.writing(path):
-    storage.write_whole(path, config.to_json(indent=2))
-
-
 @contextlib.contextmanager
 def hold(workdir: str, lease_s: float = LeaseLock.LEASE_S):
   """Process 0 holds the workdir's lock for the `with` block (yielding it, or None where
   the store has none or on the other processes); every process of a run learns whether it
   got it, so that all stop together when another run holds it."""
-  from alexnet_jax import distributed  # pylint: disable=g-import-not-at-top  (jax)
+  from alexnet_jax.parallel import distributed  # pylint: disable=g-import-not-at-top  (jax)
 
   def take():
     lock = lock_for(workdir, lease_s)

@@ -1,6 +1,6 @@
 """Fig. 1 (Sec. 3.1): ReLU against tanh in a four-layer CNN on CIFAR-10, by the paper's protocol.
 
-  python -m alexnet_jax.cifar10 --config=configs/cifar10_relu_vs_tanh.py --workdir=runs/fig1
+  python -m alexnet_jax.experiments.cifar10 --config=configs/cifar10_relu_vs_tanh.py --workdir=runs/fig1
 
 The caption: "the learning rates for each network were chosen independently to make
 training as fast as possible". So for each activation this searches the learning rate:

@@ -1,6 +1,6 @@
 """Caffe's bvlc_alexnet weights as a checkpoint of this network, for `--mode=eval`.
 
-  python -m alexnet_jax.convert --caffemodel=bvlc_alexnet.caffemodel --output=runs/bvlc
+  python -m alexnet_jax.caffe.convert --caffemodel=bvlc_alexnet.caffemodel --output=runs/bvlc
   python -m alexnet_jax.main --mode=eval --config=configs/caffe_bvlc.py --workdir=runs/bvlc
 
 bvlc_alexnet is this project's two columns written as one tower: conv2, conv4 and conv5
@@ -33,7 +33,8 @@ import sys
 
 import numpy as np
 
-from alexnet_jax import caffe_proto, model, rundir, storage
+from alexnet_jax import model, rundir, storage
+from alexnet_jax.caffe import proto as caffe_proto
 
 # The (group, stride, pad) of bvlc_alexnet's convolutions (its deploy.prototxt; conv1 reads
 # a 227x227 crop without padding).
@@ -133,9 +134,8 @@ def _check_structure(net: caffe_proto.Net, spec: model.Spec, source: str) -> Non
                        f'are {CONV_GEOMETRY[name]}: this file is another network.')
 
 
-def caffe_to_params(net: caffe_proto.Net, cfg, source: str = 'the file') -> model.Params:
+def caffe_to_params(net: caffe_proto.Net, spec: model.Spec, source: str = 'the file') -> model.Params:
   """The params (pinned layout, float32 NumPy) of a parsed bvlc_alexnet-shaped net."""
-  spec = model.Spec.from_config(cfg)
   _check_spec(spec)
   _check_structure(net, spec, source)
   expected = caffe_shapes(spec)
@@ -188,7 +188,7 @@ def _to_layout(arrays: dict[str, list[np.ndarray]], spec: model.Spec) -> model.P
   return params
 
 
-def read_caffemodel(path: str, cfg) -> model.Params:
+def read_caffemodel(path: str, spec: model.Spec) -> model.Params:
   """The params of a bvlc_alexnet-shaped .caffemodel file; one-line ValueError otherwise."""
   if not storage.path(path).is_file():
     raise ValueError(f'{path} is not a file: download bvlc_alexnet.caffemodel (README, '
@@ -199,13 +199,13 @@ def read_caffemodel(path: str, cfg) -> model.Params:
   except caffe_proto.CaffeModelError as e:
     raise ValueError(f'{path} is not a readable binary Caffe model ({e}): download it '
                      'again (an interrupted download is truncated).') from None
-  return caffe_to_params(net, cfg, source=path)
+  return caffe_to_params(net, spec, source=path)
 
 
 def write_checkpoint(params: model.Params, output: str, meta: dict) -> str:
   """Saves {'params': params} as step 0 of `output`'s checkpoints; returns its directory."""
   # Imported here: orbax is not needed to read and check a file.
-  from alexnet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.rundir import checkpoints  # pylint: disable=g-import-not-at-top
   directory = rundir.RunDir(output).checkpoints
   if directory.is_dir() and any(directory.iterdir()):
     raise ValueError(f'{directory} already holds checkpoints: choose an empty --output.')
@@ -214,11 +214,12 @@ def write_checkpoint(params: model.Params, output: str, meta: dict) -> str:
   return str(directory / '0')
 
 
-def convert(caffemodel: str, output: str, config) -> str:
-  """Reads `caffemodel`, checks it against `config.model`, writes the checkpoint."""
-  params = read_caffemodel(caffemodel, config.model)
+def convert(caffemodel: str, output: str, spec: model.Spec, config_json: str) -> str:
+  """Reads `caffemodel`, checks it against `spec` (the config's model), writes the
+  checkpoint with the config (`config_json`) in its meta."""
+  params = read_caffemodel(caffemodel, spec)
   meta = {'step': 0, 'epoch': 0.0, 'converted_from': str(storage.path(caffemodel)),
-          'config': config.to_json(), 'note': 'Converted Caffe weights: params only.'}
+          'config': config_json, 'note': 'Converted Caffe weights: params only.'}
   return write_checkpoint(params, output, meta)
 
 
@@ -231,16 +232,18 @@ def main(argv):
     # From the package, not configs/: the command works from any directory.
     from alexnet_jax import config as configs_lib  # pylint: disable=g-import-not-at-top
     config = configs_lib.caffe_bvlc_config()
+  try:
+    spec = model.Spec.from_config(config.model)  # The one parse, at the boundary.
+    if flags_.dry_run:
+      _check_spec(spec)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
   if flags_.dry_run:
-    try:
-      _check_spec(model.Spec.from_config(config.model))
-    except ValueError as e:
-      sys.exit(f'error: {e}')
     print(f'dry run: the config computes bvlc_alexnet; would read {flags_.caffemodel} and write '
           f'{rundir.RunDir(flags_.output).checkpoints / "0"}. Nothing was read or written.')
     return
   try:
-    where = convert(flags_.caffemodel, flags_.output, config)
+    where = convert(flags_.caffemodel, flags_.output, spec, config.to_json())
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')
   print(f'Wrote {where}. Evaluate it with: python -m alexnet_jax.main --mode=eval '

@@ -1,11 +1,11 @@
-"""Writes a 256x256 copy of a dataset once: `python -m alexnet_jax.prepare --config=configs/X.py`.
+"""Writes a 256x256 copy of a dataset once: `python -m alexnet_jax.data.prepare --config=configs/X.py`.
 
 Each image of the train and eval splits is resized (shorter side `stored_size`) and centre
 cropped (Sec. 2), then stored as `--format=jpeg` (re-encoded JPEG in TFRecord shards, the
 default) or `--format=raw` (a uint8 array per split, read by memory map with no decode) in
 <prepared_dir>/<split>/, with <prepared_dir>/<split>/info.json written last.
 `alexnet_jax.data.sources.prepared` holds both formats' reader and writer and says what
-info.json records; `input_pipeline.prepared_dir` says where the copy goes. Delete the
+info.json records; `sources.prepared_dir` says where the copy goes. Delete the
 folder to go back to the source.
 """
 
@@ -17,23 +17,18 @@ from alexnet_jax.data import sources
 from alexnet_jax.data.spec import STORE_FORMATS, DataSpec
 
 
-def prepare_split(data_cfg, split: str, *, store_format: str = 'jpeg', jpeg_quality: int = 90,
-                  examples_per_shard: int = 1024, seed: int = 0) -> str:
-  """Writes the 256x256 copy of one split (the train split in an order seeded by `seed`);
-  returns its folder."""
-  return sources.prepare_split(DataSpec.from_config(data_cfg), split, store_format=store_format,
-                               jpeg_quality=jpeg_quality, examples_per_shard=examples_per_shard,
-                               seed=seed)
-
-
 def main(argv):
-  del argv
-  data_cfg = flags.FLAGS.config.data
-  for split in (data_cfg.train_split, data_cfg.eval_split):
-    print(prepare_split(data_cfg, split, store_format=flags.FLAGS.format,
-                        jpeg_quality=flags.FLAGS.jpeg_quality,
-                        examples_per_shard=flags.FLAGS.examples_per_shard,
-                        seed=flags.FLAGS.config.seed))
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    spec = DataSpec.from_config(flags.FLAGS.config.data)  # The one parse, at the boundary.
+  except ValueError as e:
+    raise SystemExit(f'error: {e}') from None
+  for split in (spec.train_split, spec.eval_split):
+    print(sources.prepare_split(spec, split, store_format=flags.FLAGS.format,
+                                jpeg_quality=flags.FLAGS.jpeg_quality,
+                                examples_per_shard=flags.FLAGS.examples_per_shard,
+                                seed=flags.FLAGS.config.seed))
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """The results table: each run's validation error beside the paper's number (Table 2, Sec. 3-7).
 
-  python -m alexnet_jax.report runs/paper runs/paper_no_lrn ... [--output=report.md]
+  python -m alexnet_jax.analysis.report runs/paper runs/paper_no_lrn ... [--output=report.md]
 
 Each run directory holds config.json, metrics.jsonl and eval.json (train.py writes them).
 A run is identified by diffing its config against alexnet_jax.config.paper_config() (what
@@ -26,6 +26,7 @@ from absl import app, flags
 
 from alexnet_jax import config as configs_lib
 from alexnet_jax import rundir, storage
+from alexnet_jax.rundir import resume
 
 # Table 2, "1 CNN": ILSVRC-2012 validation top-1 / top-5 error (%).
 PAPER_ONE_CNN = (40.7, 18.2)
@@ -72,15 +73,6 @@ ABLATIONS = (
 )
 
 
-# Where data lives, how it is laid out on devices, and bookkeeping: not the experiment.
-NOT_THE_EXPERIMENT = (
-    'data.data_dir', 'data.manual_dir', 'data.folder', 'data.stats_file',
-    'data.stats_max_examples', 'data.prepared_dir', 'data.use_prepared',
-    'data.prefetch_batches', 'data.skip_bad_files', 'data.shuffle_buffer', 'mesh.data',
-    'mesh.model', 'log_every_steps', 'eval_every_epochs', 'checkpoint_every_steps',
-    'keep_checkpoints', 'eval_batch_size', 'eval_views', 'max_steps')
-
-
 def _get(tree: dict, dotted: str, default=None):
   for key in dotted.split('.'):
     if not isinstance(tree, dict) or key not in tree:
@@ -89,22 +81,12 @@ def _get(tree: dict, dotted: str, default=None):
   return tree
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
-  return out
-
-
 def paper_config() -> dict:
   return json.loads(configs_lib.paper_config().to_json())
 
 
 def reference_of(config: dict) -> Reference | None:
-  """The reference whose config `config` is (up to NOT_THE_EXPERIMENT fields), if any."""
+  """The reference whose config `config` is (up to the fields that are not the experiment), if any."""
   for ref in REFERENCES:
     if not differences(config, json.loads(ref.config().to_json())):
       return ref
@@ -114,13 +96,14 @@ def reference_of(config: dict) -> Reference | None:
 def differences(config: dict, reference: dict) -> dict[str, tuple[Any, Any]]:
   """Dotted field -> (run's value, paper config's value) where they differ.
 
-  Fields in NOT_THE_EXPERIMENT are skipped. A field only one side has counts only if
+  Fields that are not the experiment (`rundir.resume.NOT_THE_EXPERIMENT`, the classification
+  a resume uses too) are skipped. A field only one side has counts only if
   its value there is truthy: model.remove_conv = '' was added after some runs were made.
   """
-  run, ref = _flatten(config), _flatten(reference)
+  run, ref = resume.flatten(config), resume.flatten(reference)
   out = {}
   for key in sorted(set(run) | set(ref)):
-    if key in NOT_THE_EXPERIMENT:
+    if resume.matches(key, resume.NOT_THE_EXPERIMENT):
       continue
     if (key not in ref and not run[key]) or (key not in run and not ref[key]):
       continue
@@ -259,7 +242,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   paths = argv[1:]
   if not paths:
-    sys.exit('usage: python -m alexnet_jax.report RUN_DIR... [--output=FILE]')
+    sys.exit('usage: python -m alexnet_jax.analysis.report RUN_DIR... [--output=FILE]')
   text = table([read_run(p) for p in paths])
   print(text)
   if FLAGS.output:

@@ -28,11 +28,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from alexnet_jax import model, rundir, storage
+from alexnet_jax.data import spec as data_spec
 
-# ImageNet's per-channel RGB mean (0-255), what config.data.statistics='imagenet' subtracts;
-# the same numbers as input_pipeline.IMAGENET_RGB_MEAN, kept here so that no TensorFlow
-# is imported for it (a test checks they agree).
-IMAGENET_RGB_MEAN = np.array([123.68, 116.78, 103.94], np.float32)
+# ImageNet's per-channel RGB mean (0-255), what config.data.statistics='imagenet' subtracts.
+IMAGENET_RGB_MEAN = np.array(data_spec.IMAGENET_RGB_MEAN, np.float32)
 
 
 # --------------------------------------------------------------------------- a trained run
@@ -54,7 +53,7 @@ def run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     except ValueError as e:
       raise ValueError(f'{config_file} is not a config written by training ({_one_line(e)}); '
                        'restore it, or pass config= to load_run.') from None
-  from alexnet_jax import checkpoints  # pylint: disable=g-import-not-at-top  (orbax)
+  from alexnet_jax.rundir import checkpoints  # pylint: disable=g-import-not-at-top  (orbax)
   meta = checkpoints.load_meta(path)
   if not meta.get('config'):
     raise ValueError(f'{path} has no config.json and its checkpoint records no config: pass the '
@@ -73,7 +72,7 @@ def load_run(workdir: str | os.PathLike, config: ml_collections.ConfigDict | Non
   if not path.is_dir():
     raise FileNotFoundError(f'{path} is not a directory: pass a training workdir (one with '
                             'checkpoints/ and config.json), local or gs://.')
-  from alexnet_jax import checkpoints  # pylint: disable=g-import-not-at-top  (orbax)
+  from alexnet_jax.rundir import checkpoints  # pylint: disable=g-import-not-at-top  (orbax)
   params = checkpoints.load_params(path)
   config = run_config(path) if config is None else config
   try:
@@ -95,8 +94,8 @@ def mean_image(config) -> np.ndarray:
   size = config.data.stored_size
   if config.data.statistics == 'imagenet':
     return np.broadcast_to(IMAGENET_RGB_MEAN, (size, size, 3)).astype(np.float32)
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  return input_pipeline.load_stats(config.data).mean_image
+  from alexnet_jax.data import statistics  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  return statistics.load_stats(data_spec.DataSpec.from_config(config.data)).mean_image
 
 
 def _mean_patch(config, mean: np.ndarray | None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The parallel layout: the network on a ('data', 'model') device mesh (Sec. 3.2).
 
-`Layout` is built once per run (`Layout.from_config(config)`) and validated once. It
+`Layout` is built once per run (`Layout.for_run(run)`) and validated once. It
 owns the mesh, the shardings of the parameters and the batch, where each device sits in
 the network and the batch (`placement`), the mapper, and the conversion of each
 process's batches into global arrays. Training, evaluation and the benchmarks take it.
@@ -23,27 +23,69 @@ parameters over 'data' (the average of the per-device batch means) and routes ea
 column's gradient back to the device that holds it.
 
 Mappers (config.mesh.mapper): 'shard_map' (the default, here) runs every layout as one
-`jax.shard_map` over the 2-D mesh. 'pmap' (alexnet_jax.pmap_mapper) runs the same
+`jax.shard_map` over the 2-D mesh. 'pmap' (alexnet_jax.parallel.pmap_mapper) runs the same
 per-device code under `jax.pmap` over the one mesh axis larger than 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, Sequence
 
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import compiler, losses, model, pmap_mapper
+from alexnet_jax import model
+from alexnet_jax.parallel import compiler
+from alexnet_jax.model import losses
+from alexnet_jax.parallel import pmap_mapper
 
 AXES = ('data', 'model')
 MAPPERS = ('shard_map', 'pmap')
 # config.mesh.model = AUTO: the paper's one column per device where there are 2 or more
 # devices (and two columns), both columns on each device otherwise.
 AUTO = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+  """`config.mesh`, declared once (`mesh_config()` is its defaults) and validated once.
+
+  model = 2 puts one column per device (the paper's two GPUs, Sec. 3.2); model = 1 keeps
+  both columns on a device; model = -1 (AUTO) takes what the devices allow: 2 with two or
+  more devices (2 x data of them with an explicit data), else 1 (`Layout.for_run` logs
+  which). data = -1 uses all remaining devices. mapper: 'shard_map' runs every layout;
+  'pmap' (jax.pmap over the one axis larger than 1) runs the paper's two columns on 2
+  devices (data=1, model=2) or pure data parallelism (model=1), not both at once.
+  """
+  data: int = -1
+  model: int = AUTO
+  mapper: str = 'shard_map'
+
+  def __post_init__(self):
+    if self.mapper not in MAPPERS:
+      raise ValueError(f"config.mesh.mapper must be one of {MAPPERS}, got {self.mapper!r}.")
+    if self.model not in (AUTO, 1, 2):
+      raise ValueError(f'The model axis holds the columns and must be 1 or 2 (or -1: what the '
+                       f'devices allow), got {self.model} (config.mesh.model).')
+    if self.data != -1 and self.data < 1:
+      raise ValueError(f'config.mesh.data must be a positive number of devices or -1 (all '
+                       f'that are left), got {self.data}.')
+
+  @classmethod
+  def from_config(cls, mesh_cfg) -> 'MeshSpec':
+    if isinstance(mesh_cfg, cls):
+      return mesh_cfg
+    return cls(**{f.name: mesh_cfg[f.name] for f in dataclasses.fields(cls) if f.name in mesh_cfg})
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+  """`config.mesh`: `MeshSpec`'s defaults as a ConfigDict."""
+  return ml_collections.ConfigDict(dataclasses.asdict(MeshSpec()))
 
 
 def model_axis(model_size: int, num_devices: int, columns: int = 2, data: int = -1) -> int:
@@ -103,25 +145,24 @@ class Layout:
     self._mapper = _ShardMap(self) if mapper == 'shard_map' else pmap_mapper.Pmap(self)
 
   @classmethod
-  def from_config(cls, config, *, batch_sizes: Sequence[int] | None = None,
-                  devices=None) -> Layout:
-    """The run's layout: config.mesh (data, model, mapper) and config.model.
+  def for_run(cls, run, *, batch_sizes: Sequence[int] | None = None, devices=None) -> Layout:
+    """The run's layout (`run`: a `config.RunSpec`): run.mesh and run.model.
 
-    batch_sizes: the global batch sizes the run feeds; by default config.batch_size
-    and config.eval_batch_size.
+    batch_sizes: the global batch sizes the run feeds; by default run.batch_size and
+    run.eval_batch_size.
     """
     if batch_sizes is None:
-      batch_sizes = (config.batch_size, config.eval_batch_size)
-    spec = model.Spec.from_config(config.model)
+      batch_sizes = (run.batch_size, run.eval_batch_size)
+    spec, mesh_spec = run.model, run.mesh
     num_devices = len(jax.devices() if devices is None else devices)
-    model_size = model_axis(config.mesh.model, num_devices, spec.columns, config.mesh.data)
-    if config.mesh.model == AUTO:
+    model_size = model_axis(mesh_spec.model, num_devices, spec.columns, mesh_spec.data)
+    if mesh_spec.model == AUTO:
       logging.info('config.mesh.model=-1 (what the devices allow): %d, %s (%d device%s, %d '
                    'column%s).', model_size, 'one column per device' if model_size == 2 else
                    'both columns on each device', num_devices, 's' * (num_devices > 1),
                    spec.columns, 's' * (spec.columns > 1))
-    mesh = make_mesh(config.mesh.data, model_size, devices)
-    return cls(mesh, spec, batch_sizes=batch_sizes, mapper=config.mesh.mapper)
+    mesh = make_mesh(mesh_spec.data, model_size, devices)
+    return cls(mesh, spec, batch_sizes=batch_sizes, mapper=mesh_spec.mapper)
 
   def _key(self):
     return self.mesh, self.spec, self.mapper

@@ -32,12 +32,9 @@ from __future__ import annotations
 
 import errno
 import json
-import logging as std_logging
 import os
 import re
 import shutil
-import sys
-import traceback
 from typing import Any, Mapping
 
 from etils import epath
@@ -47,7 +44,10 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 from absl import logging
 
-from alexnet_jax import distributed, rundir, storage
+from alexnet_jax import storage
+from alexnet_jax.rundir import logs
+from alexnet_jax.rundir.files import CHECKPOINTS, RunDir
+from alexnet_jax.parallel import distributed
 
 STATE = 'state'
 META = 'meta'
@@ -68,104 +68,6 @@ class CheckpointSaveError(RuntimeError):
   """A checkpoint could not be written (disk full, permissions); the earlier ones are kept."""
 
 
-class _OrbaxTracebacks(std_logging.Filter):
-  """The echoes of a failed save (or read), which we report ourselves as one line.
-
-  1. Orbax logs each failure of its background threads at ERROR with a traceback, one per
-     thread, before the failure reaches us.
-  2. When a write fails part way (a disk filled by another program), orbax's
-     `asyncio.gather` over tensorstore's writes returns at the first error and orbax closes
-     that thread's event loop; the other writes then fail too, and tensorstore's callback
-     for each calls `loop.call_soon_threadsafe` on the closed loop. Python reports each
-     as an unraisable `RuntimeError: Event loop is closed`, a traceback with no caller, on
-     stderr, after our one line (a failed read leaves them too). The loop and those
-     callbacks belong to orbax and tensorstore (nothing of ours can keep that loop open
-     until they finish), so these, and only these, go to the log at DEBUG with the rest
-     of the failure's detail.
-
-  3. The tasks of a failed read or write whose errors nobody retrieved: asyncio logs each
-     ("Task exception was never retrieved", with the tensorstore error) whenever it is
-     garbage-collected, which can be in a later step or a later test.
-
-  While any `Checkpoints` (or `load_params`, `load_meta`) is open all three go to DEBUG
-  (shown with --verbosity=1), and the last two for the rest of the process once a save or
-  read has failed; everything else passes through unchanged.
-  """
-
-  def __init__(self):
-    super().__init__()
-    self._users = 0  # Open `Checkpoints`: the filter stays while any is open.
-    self._unraisablehook = None  # The hook ours passes everything else to.
-    # After a failed save or read, tensorstore's late callbacks can come after its
-    # `Checkpoints` closed: our hook then stays for the rest of the process.
-    self.failed = False
-    self.first_error = None  # The first orbax error logged (see `filter`).
-
-  def attach(self):
-    self._users += 1
-    for name in ('absl', 'asyncio'):
-      std_logging.getLogger(name).addFilter(self)  # Once: a logger holds a filter once.
-    if sys.unraisablehook != self._unraisable:
-      self._unraisablehook = sys.unraisablehook
-      sys.unraisablehook = self._unraisable
-
-  def detach(self):
-    self._users = max(self._users - 1, 0)
-    if not self._users:
-      std_logging.getLogger('absl').removeFilter(self)
-      if not self.failed:
-        std_logging.getLogger('asyncio').removeFilter(self)
-        if sys.unraisablehook == self._unraisable:
-          sys.unraisablehook = self._unraisablehook
-
-  def filter(self, record):
-    if record.name == 'asyncio':
-      if not _orphaned_orbax_task(record):
-        return True
-    elif record.levelno >= std_logging.ERROR and record.exc_info and '/orbax/' in record.pathname:
-      # The first error of a save: in a multi-process run the error that reaches us can be a
-      # barrier timeout between processes, and this the cause (a full disk) behind it.
-      self.first_error = self.first_error or record.exc_info[1]
-    else:
-      return True
-    if not std_logging.getLogger('absl').isEnabledFor(std_logging.DEBUG):
-      return False
-    record.levelno, record.levelname = std_logging.DEBUG, 'DEBUG'
-    return True
-
-  def _unraisable(self, unraisable):
-    if _closed_loop_callback(unraisable):
-      logging.debug('A write of a failed save finished after orbax closed its event loop: '
-                    '%s (ignored; the save has failed and is reported once).',
-                    unraisable.exc_value)
-      return
-    (self._unraisablehook or sys.__unraisablehook__)(unraisable)
-
-
-def _orphaned_orbax_task(record) -> bool:
-  """Whether an asyncio log record is a task of a failed orbax read or write whose error
-  nobody retrieved (logged when the task is garbage-collected, at any later time): its
-  error is a tensorstore one, already reported in one line."""
-  if not (record.getMessage().startswith('Task exception was never retrieved')
-          and record.exc_info and record.exc_info[1] is not None):
-    return False
-  error = record.exc_info[1]
-  files = [f.filename for f in traceback.extract_tb(error.__traceback__)]
-  return 'tensorstore_spec' in str(error) or any('/orbax/' in f or '/tensorstore/' in f
-                                                 for f in files)
-
-
-def _closed_loop_callback(unraisable) -> bool:
-  """Whether an unraisable error is `call_soon_threadsafe` on a closed asyncio loop, called
-  from native code (a tensorstore future's callback): no Python frame of anyone's calls it."""
-  if not (isinstance(unraisable.exc_value, RuntimeError)
-          and str(unraisable.exc_value) == 'Event loop is closed'):
-    return False
-  frames = traceback.extract_tb(unraisable.exc_traceback)
-  return bool(frames) and frames[0].name == 'call_soon_threadsafe' and 'asyncio' in frames[0].filename
-
-
-_ORBAX_TRACEBACKS = _OrbaxTracebacks()
 
 
 def _one_line(error: BaseException) -> str:
@@ -218,7 +120,7 @@ class Checkpoints:
     if keep < 1 or every < 1:
       raise ValueError(f'keep and every must be >= 1, got keep={keep}, every={every}; '
                        'set --config.keep_checkpoints / --config.checkpoint_every_steps.')
-    self.run = rundir.RunDir(workdir)
+    self.run = RunDir(workdir)
     self.directory = self.run.checkpoints
     if self.directory.exists() and not self.directory.is_dir():
       raise CheckpointError(f'{self.directory} exists and is not a directory; '
@@ -234,7 +136,7 @@ class Checkpoints:
       raise CheckpointError(
           f'cannot open checkpoint directory {self.directory} ({_one_line(e)}); '
           'move it aside or point --workdir elsewhere.') from e
-    _ORBAX_TRACEBACKS.attach()
+    logs.ORBAX_ECHOES.attach()
     self._pending = None  # (step, bytes) of the save still being written in the background.
     self._last_step = None  # The step of the last save started.
     self._failure = None  # This process's CheckpointSaveError, once a save has failed.
@@ -313,10 +215,10 @@ class Checkpoints:
           0))
 
   def _save_error(self, step: int, nbytes: int, error: BaseException) -> CheckpointSaveError:
-    _ORBAX_TRACEBACKS.failed = True
-    first = _ORBAX_TRACEBACKS.first_error
+    logs.ORBAX_ECHOES.failed = True
+    first = logs.ORBAX_ECHOES.first_error
     text = f'{error} {first or ""}'
-    _ORBAX_TRACEBACKS.first_error = None  # Used once: the next failure has its own.
+    logs.ORBAX_ECHOES.first_error = None  # Used once: the next failure has its own.
     code = re.search(r"os_error_code='?(\d+)", text)
     if code:
       cause = os.strerror(int(code.group(1)))
@@ -364,7 +266,7 @@ class Checkpoints:
           META: ocp.args.JsonRestore(),
       }))
     except Exception as e:  # pylint: disable=broad-except
-      _ORBAX_TRACEBACKS.failed = True
+      logs.ORBAX_ECHOES.failed = True
       raise CheckpointError(
           f'cannot restore checkpoint {step_dir} ({_one_line(e)}): resume with the config that '
           'wrote it (its meta/metadata holds it), or point --workdir elsewhere.') from e
@@ -431,7 +333,7 @@ class Checkpoints:
           self._manager.close()
       except Exception:  # pylint: disable=broad-except
         pass  # Its only error is the failed save that wait_until_finished has just raised.
-      _ORBAX_TRACEBACKS.detach()
+      logs.ORBAX_ECHOES.detach()
 
   def __enter__(self) -> 'Checkpoints':
     return self
@@ -522,7 +424,7 @@ def remove_unfinished_saves(workdir: str | os.PathLike) -> list[str]:
   """Removes the saves that never completed (a crash, a full disk), with a log line each
   giving their size; process 0 only. They are never a checkpoint orbax reads. (Orbax's
   `cleanup_tmp_directories` would remove them too, but silently, from its own thread.)"""
-  directory = rundir.RunDir(workdir).checkpoints
+  directory = RunDir(workdir).checkpoints
   removed = []
   if jax.process_index() != 0 or not directory.is_dir():
     return removed
@@ -548,7 +450,7 @@ def _locate(path: str | os.PathLike) -> tuple[epath.Path, int]:
       raise FileNotFoundError(f'{path} is not named by its step number, as orbax reads it; '
                               'pass the checkpoints/<step> directory the run wrote.')
     return path.parent, int(path.name)
-  directory = path / rundir.CHECKPOINTS if (path / rundir.CHECKPOINTS).is_dir() else path
+  directory = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
   steps = sorted(int(c.name) for c in directory.iterdir()
                  if c.name.isdigit() and c.is_dir() and not _unfinished(c))
   if not steps:
@@ -584,7 +486,7 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
   directory, step = _locate(path)
   state_dir = directory / str(step) / STATE
   manager = _reading_manager(directory)
-  _ORBAX_TRACEBACKS.attach()
+  logs.ORBAX_ECHOES.attach()
   try:
     tree = manager.item_metadata(step)[STATE].tree
     target = {'params': tree['params']}
@@ -593,13 +495,13 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args, partial_restore=True)}))
   except Exception as e:  # pylint: disable=broad-except
-    _ORBAX_TRACEBACKS.failed = True
+    logs.ORBAX_ECHOES.failed = True
     raise CheckpointError(
         f'cannot read params from {state_dir} ({_one_line(e)}); pass another step '
         'directory (checkpoints/<step>).') from e
   finally:
     manager.close()
-    _ORBAX_TRACEBACKS.detach()
+    logs.ORBAX_ECHOES.detach()
   return restored[STATE]['params']
 
 
@@ -610,15 +512,15 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
   if not (directory / str(step) / META).is_dir():
     return {}
   manager = _reading_manager(directory)
-  _ORBAX_TRACEBACKS.attach()
+  logs.ORBAX_ECHOES.attach()
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))
   except Exception as e:  # pylint: disable=broad-except
-    _ORBAX_TRACEBACKS.failed = True
+    logs.ORBAX_ECHOES.failed = True
     raise CheckpointError(f'cannot read {directory / str(step) / META} ({_one_line(e)}); pass '
                           'another step directory (checkpoints/<step>); this one is left as it '
                           'is.') from e
   finally:
     manager.close()
-    _ORBAX_TRACEBACKS.detach()
+    logs.ORBAX_ECHOES.detach()
   return dict(restored[META] or {})

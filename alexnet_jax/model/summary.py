@@ -1,4 +1,4 @@
-"""The network's layer table: `python -m alexnet_jax.summary --config=configs/paper.py`.
+"""The network's layer table: `python -m alexnet_jax.model.summary --config=configs/paper.py`.
 
 Prints `flax.linen.tabulate`'s table of `AlexNet` for the config's model, one image:
 every layer with its input and output shapes, its parameters and its forward FLOPs.
@@ -14,9 +14,8 @@ from ml_collections import config_flags
 from alexnet_jax import model
 
 
-def table(model_cfg, *, batch_size: int = 1, compute_flops: bool = True) -> str:
-  """nn.tabulate's table of `AlexNet(model_cfg)` on `batch_size` images."""
-  spec = model.Spec.from_config(model_cfg)
+def table(spec: model.Spec, *, batch_size: int = 1, compute_flops: bool = True) -> str:
+  """nn.tabulate's table of `AlexNet(spec)` on `batch_size` images."""
   images = jnp.zeros((batch_size, spec.image_size, spec.image_size, 3), jnp.float32)
   tabulate = nn.tabulate(model.AlexNet(spec), jax.random.key(0), compute_flops=compute_flops,
                          # Plain text: a log file or a README shows no colour codes.
@@ -27,7 +26,8 @@ def table(model_cfg, *, batch_size: int = 1, compute_flops: bool = True) -> str:
 
 def main(argv):
   del argv
-  print(table(flags.FLAGS.config.model, batch_size=flags.FLAGS.batch_size))
+  spec = model.Spec.from_config(flags.FLAGS.config.model)  # The one parse, at the boundary.
+  print(table(spec, batch_size=flags.FLAGS.batch_size))
 
 
 if __name__ == '__main__':

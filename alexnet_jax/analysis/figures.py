@@ -1,6 +1,6 @@
 """The paper's figures from a training run's workdir (Fig. 3, Fig. 4 and training curves).
 
-  python -m alexnet_jax.figures --workdir=runs/demo [--which=kernels,predictions,neighbours,curves]
+  python -m alexnet_jax.analysis.figures --workdir=runs/demo [--which=kernels,predictions,neighbours,curves]
 
 The run's config is read from <workdir>/config.json (or --config=configs/x.py); the data
 dir can be overridden with --data_dir. Process 0 writes the PNGs to the workdir (or
@@ -34,7 +34,10 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
-from alexnet_jax import checkpoints, input_pipeline, inspection, model, rundir, storage
+from alexnet_jax import model, rundir, storage
+from alexnet_jax.data import pipeline, sources
+from alexnet_jax.rundir import checkpoints
+from alexnet_jax.analysis import inspection
 from alexnet_jax.data.spec import DataSpec
 
 FIGURES = ('kernels', 'predictions', 'neighbours', 'curves')
@@ -170,18 +173,16 @@ def displayable(images: np.ndarray, config) -> np.ndarray:
   return inspection.deprocess(images, config)
 
 
-def centre_crops(data_cfg, split: str, limit: int | None, batch_size: int):
+def centre_crops(data: DataSpec, split: str, limit: int | None, batch_size: int):
   """(images [B, crop, crop, 3], labels, index of first) batches of a split's centre crops.
 
   The eval pipeline is deterministic, so reading it twice gives the same order.
   """
   # Float centre crops whatever config.data.augment_on says: the figures read them here.
-  data_cfg = dataclasses.replace(DataSpec.from_config(data_cfg), eval_split=split,
-                                 augment_on='host')
+  data = dataclasses.replace(data, eval_split=split, augment_on='host')
   seen = 0
   # Closed when this generator ends or is closed (or collected), not at the batches' end.
-  with input_pipeline.eval_batches(data_cfg, global_batch_size=batch_size,
-                                   views='center') as batches:
+  with pipeline.eval_batches(data, global_batch_size=batch_size, views='center') as batches:
     for batch in batches:
       keep = batch['mask']
       if limit is not None:
@@ -280,14 +281,15 @@ def training_neighbours(params, images, config, *, k: int = 6, num_train: int | 
   """Fig. 4 right: (indices [Q, k], centre crops [Q, k, crop, crop, 3]) of the training
   images nearest to each of `images` in fc7 space, among the first `num_train` (None: all)."""
   queries = fc7(params, images, config)
-  split = config.data.train_split
+  data = DataSpec.from_config(config.data)  # The run's config, read back: parsed here.
+  split = data.train_split
   chunks = (fc7(params, x, config) for x, _, _ in
-            centre_crops(config.data, split, num_train, batch_size))
+            centre_crops(data, split, num_train, batch_size))
   _, index = nearest_neighbours(queries, chunks, k=k)
   # Second pass over the same deterministic order: keep only the chosen images.
   wanted = set(index.ravel().tolist())
   found = {}
-  for x, _, first in centre_crops(config.data, split, num_train, batch_size):
+  for x, _, first in centre_crops(data, split, num_train, batch_size):
     for j in range(len(x)):
       if first + j in wanted:
         found[first + j] = x[j]
@@ -398,8 +400,9 @@ def make_figures(config, workdir: str, which=FIGURES, *, num_images: int = 4,
     if write:
       plot_kernels(kernel, result['paths']['kernels'])
   if {'predictions', 'neighbours'} & set(which):
-    class_names = input_pipeline.dataset_info(config.data).class_names
-    images, labels, _ = next(centre_crops(config.data, config.data.eval_split, num_images, num_images))
+    data = DataSpec.from_config(config.data)  # The run's config, read back: parsed here.
+    class_names = sources.dataset_info(data).class_names
+    images, labels, _ = next(centre_crops(data, data.eval_split, num_images, num_images))
   if 'predictions' in which:
     probs, top_labels = top5(params, images, config)
     result['paths']['predictions'] = str(output_dir / 'predictions.png')
