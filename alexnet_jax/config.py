@@ -152,7 +152,7 @@ def original_code_config() -> ml_collections.ConfigDict:
   "Original code" is the 2012 cuda-convnet configuration of this model (layers-145.cfg /
   layer-params-145.cfg). Its notes log 40.66% top-1 / 18.21% top-5 validation error
   (`alexnet_jax.analysis.report` shows runs of this config beside those numbers). Each line below
-  is one switch whose default is the paper's; README "Switches" lists them all.
+  is one switch whose default is the paper's; docs/original_code_and_caffe.md lists them all.
   """
   config = paper_config()
   model = config.model
@@ -185,7 +185,7 @@ def original_code_config() -> ml_collections.ConfigDict:
 
 def caffe_bvlc_config() -> ml_collections.ConfigDict:
   """Caffe's reference AlexNet, bvlc_alexnet, switch for switch; also the config that
-  evaluates its converted weights (README, "Pretrained weights").
+  evaluates its converted weights (docs/original_code_and_caffe.md).
 
   Expected with the converted weights (Caffe model zoo, ILSVRC-2012 validation, centre
   crop): 57.1% top-1 / 80.2% top-5 accuracy, i.e. 42.9% / 19.8% error. Its grouped layers

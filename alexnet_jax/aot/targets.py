@@ -33,7 +33,7 @@ import tempfile
 # path. Installed beside jax, they would be run-time backends of every process of the
 # environment, and on a machine without a GPU or TPU each process would print why it
 # finds none (cudart's lines at `import jax`, the CUDA plugin's traceback, libtpu's
-# warnings). Running on a GPU or TPU is `jax[cuda12]` or `jax[tpu]` (README).
+# warnings). Running on a GPU or TPU is `jax[cuda12]` or `jax[tpu]` (README, Install).
 COMPILERS_JAX = '0.10.2'
 COMPILERS = ('jax-cuda12-plugin==0.10.2', 'jax-cuda12-pjrt==0.10.2', 'nvidia-cuda-nvcc-cu12>=12.6.85',
              'libtpu==0.0.42.*')

@@ -191,7 +191,7 @@ def _to_layout(arrays: dict[str, list[np.ndarray]], spec: model.Spec) -> model.P
 def read_caffemodel(path: str, spec: model.Spec) -> model.Params:
   """The params of a bvlc_alexnet-shaped .caffemodel file; one-line ValueError otherwise."""
   if not storage.path(path).is_file():
-    raise ValueError(f'{path} is not a file: download bvlc_alexnet.caffemodel (README, '
+    raise ValueError(f'{path} is not a file: download bvlc_alexnet.caffemodel (docs/original_code_and_caffe.md, '
                      '"Pretrained weights") and pass its path.')
   data = storage.path(path).read_bytes()
   try:

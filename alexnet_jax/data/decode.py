@@ -28,7 +28,7 @@ def decode_at_least(encoded: tf.Tensor, size: int) -> tf.Tensor:
 
   Only photographs larger than 2 x 256 on their shorter side change (ImageNet's median,
   500x375, does not): each decodes 1.3-1.9x faster and resamples from 4-16x fewer pixels,
-  and the stored image moves by about one grey level on average (README, "Decoding").
+  and the stored image moves by about one grey level on average (docs/data.md, "Decoding").
   """
   def scaled():
     shape = tf.image.extract_jpeg_shape(encoded)

@@ -22,7 +22,7 @@ LIGHTINGS = ('paper', 'original', 'none')  # Sec. 4.1 PCA lighting (augment.ligh
 VIEWS = ('center', 'ten')  # Sec. 4.1's view schemes: the centre crop, and the 10 views.
 # Where Sec. 4.1's crop, reflection, lighting and mean subtraction run: on the host
 # (tf.data ships float32 crops), on the device (the host ships uint8 stored images), or
-# 'auto': the device on GPU and TPU backends, the host on CPU (README, "Augmentation on the
+# 'auto': the device on GPU and TPU backends, the host on CPU (docs/data.md, "Augmentation on the
 # device", says why).
 AUGMENT_ON = ('auto', 'host', 'device')
 STORE_FORMATS = ('jpeg', 'raw')
@@ -114,7 +114,7 @@ class DataSpec:
   def for_backend(self, backend: str) -> 'DataSpec':
     """'auto' made 'device' on a GPU or TPU backend (`jax.default_backend()`), else 'host'.
 
-    The host's measured cost per image (README) is what an accelerator step outruns; a CPU
+    The host's measured cost per image (docs/data.md) is what an accelerator step outruns; a CPU
     step is 30x slower than either host feed, and keeps its synthetic-input program.
     """
     if self.augment_on != 'auto':

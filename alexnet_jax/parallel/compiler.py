@@ -3,7 +3,7 @@
 XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default. For this network its
 convolutions, and their gradients most of all, are slower than XLA's own (Eigen) ones and
 use the second core poorly: `python -m alexnet_jax.bench --xla_defaults` shows the step
-with and without them (README, Benchmarks). On CPU the train and evaluation steps, which
+with and without them (docs/benchmarks.md). On CPU the train and evaluation steps, which
 this package jits and calls itself, therefore compile with YNNPACK kept for matrix products
 and reductions only. Other backends compile with XLA's defaults.
 

@@ -23,7 +23,7 @@ from absl import logging
 
 T = TypeVar('T')
 # How long the other processes wait for a step process 0 takes alone: building ImageNet
-# (README, Data) and its statistics take hours, not the seconds a collective waits.
+# (docs/imagenet.md) and its statistics take hours, not the seconds a collective waits.
 WAIT_FOR_PROCESS_0_S = 48 * 3600
 _uses = itertools.count()
 

@@ -20,7 +20,7 @@ state, so a run can resume on a different layout. Orbax writes into a temporary
 directory and renames it when complete, so an interrupted save leaves the previous
 checkpoints as they were.
 
-Faults (README, "What a run directory survives"): `restore_latest` checks each step's
+Faults (docs/training.md, "What a run directory survives"): `restore_latest` checks each step's
 files before orbax reads them (a missing or truncated file is named) and falls back to
 the newest step that restores, moving a damaged one aside to <workdir>/checkpoints.damaged/
 (never deleting it); `failed` and `raise_failure` turn a failed background save into one
@@ -125,6 +125,11 @@ class Checkpoints:
     if self.directory.exists() and not self.directory.is_dir():
       raise CheckpointError(f'{self.directory} exists and is not a directory; '
                             'move it aside or point --workdir elsewhere.')
+    # Orbax's own policies where they fit (max_to_keep, the save interval). Not orbax's
+    # pre-emption check (`reached_preemption`): it hears only the coordination service's
+    # notice, which a single process or a SLURM job never gets, so SIGTERM is caught by
+    # train._StopFlags instead; nor `cleanup_tmp_directories`, which removes unfinished
+    # saves silently (remove_unfinished_saves logs each, with its size).
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, create=True)
     try:
@@ -459,7 +464,8 @@ def _locate(path: str | os.PathLike) -> tuple[epath.Path, int]:
 
 
 def _reading_manager(directory: epath.Path) -> ocp.CheckpointManager:
-  """A manager that only reads the checkpoints in `directory` (create=False).
+  """A manager that only reads the checkpoints in `directory` (orbax's read_only: it
+  creates, deletes and cleans up nothing).
 
   The manager training writes with: it reads a step's own metadata (a checkpointer on
   state/ alone looks for it there and warns). Both items are registered so that orbax does
@@ -469,7 +475,7 @@ def _reading_manager(directory: epath.Path) -> ocp.CheckpointManager:
   """
   try:
     return ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(create=False),
+        directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
         item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f'cannot open {directory} ({_one_line(e)}); pass a training '
