@@ -4,14 +4,15 @@ import pathlib
 import sys
 
 # The compile-only backends of `python -m alexnet_jax.aot` (the CUDA PJRT plugin, ptxas,
-# libtpu: alexnet_jax/targets.py, COMPILERS) live in a folder of their own, installed by
+# libtpu: alexnet_jax/aot/targets.py, COMPILERS) live in a folder of their own, installed by
 # `python -m alexnet_jax.aot --install_compilers`. It goes on this process's sys.path
 # before jax is first imported (jax looks for the plugins and ptxas at import), so that the
 # GPU and TPU tests compile in-process; and not on PYTHONPATH, so that the commands the tests
 # start (`python -m alexnet_jax.main`, ...) run in the environment users have, without them.
 # targets.py is read on its own: importing the package would import jax first.
 _spec = importlib.util.spec_from_file_location(
-    '_alexnet_jax_targets', pathlib.Path(__file__).resolve().parent.parent / 'alexnet_jax' / 'targets.py')
+    '_alexnet_jax_targets',
+    pathlib.Path(__file__).resolve().parent.parent / 'alexnet_jax' / 'aot' / 'targets.py')
 _targets = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_targets)
 if _targets.compilers_problem() is None:
@@ -72,9 +73,13 @@ from google.api_core import exceptions as _gcs_exceptions  # noqa: E402,F401
 from google.cloud import storage as _gcs  # noqa: E402,F401
 import trustme  # noqa: E402,F401
 
-from alexnet_jax import (  # noqa: E402,F401  Imported lazily elsewhere: demo_dataset, prepare, checkpoints.
-    aot, checkpoints, cifar10, demo_dataset, evaluate, figures, input_pipeline, metrics, prepare,
-    report, stats, train)
+from alexnet_jax import evaluate, metrics, train  # noqa: E402,F401
+# Imported lazily elsewhere: the checkpoints, the data commands, the readers of runs.
+from alexnet_jax.analysis import figures, report  # noqa: E402,F401
+from alexnet_jax.aot import programs  # noqa: E402,F401
+from alexnet_jax.data import demo_dataset, pipeline, prepare, statistics  # noqa: E402,F401
+from alexnet_jax.experiments import cifar10  # noqa: E402,F401
+from alexnet_jax.rundir import checkpoints  # noqa: E402,F401
 from configs import default as _configs_default  # noqa: E402,F401  The tests' configs/ files.
 
 _ = tfds.testing.mock_data  # tfds.testing resolves its submodules on first use.
@@ -220,15 +225,27 @@ def case():
   return cfg, params, images, labels
 
 
+def _train(config, workdir: str) -> dict:
+  """train.train_and_evaluate of a ConfigDict, parsed as the command parses it (RunSpec)."""
+  from alexnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  return train.train_and_evaluate(config_lib.RunSpec.from_config(config), workdir)
+
+
+@pytest.fixture(scope='session')
+def train_config():
+  """A helper: train_config(config, workdir) -> the summary of training `config` (a
+  ConfigDict: RunSpec.from_config, then train.train_and_evaluate) in `workdir`."""
+  return _train
+
+
 @pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory):
   """(config, workdir) of a tiny run on its own dark/bright folder, trained once per session
   (1 epoch, centre view) for the tests that only read a run: the notebook, the README."""
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   folder = _write_dark_and_bright(tmp_path_factory.mktemp('tiny_run_folder'), {'train': 12, 'val': 7})
   workdir = str(tmp_path_factory.mktemp('tiny_run'))
   config = _tiny_config(folder, num_epochs=1, eval_views=('center',))
-  train.train_and_evaluate(config, workdir)
+  _train(config, workdir)
   return config, workdir
 
 

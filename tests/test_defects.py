@@ -8,7 +8,8 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import cifar10, evaluate, metrics
+from alexnet_jax import evaluate, metrics
+from alexnet_jax.experiments import cifar10
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAN, INF = float('nan'), float('inf')
@@ -128,7 +129,8 @@ from PIL import Image
 import tests.conftest
 before = set(sys.modules)
 import tensorflow_datasets as tfds
-from alexnet_jax import cifar10, metrics
+from alexnet_jax import metrics
+from alexnet_jax.experiments import cifar10
 from configs import cifar10_relu_vs_tanh
 config = cifar10_relu_vs_tanh.get_config()
 with tfds.testing.mock_data(num_examples=4):

@@ -1,7 +1,7 @@
 """The run-time environment the README installs holds no compile-only backend.
 
 The CUDA PJRT plugin and libtpu that `python -m alexnet_jax.aot` compiles with live in a
-folder of their own (alexnet_jax/targets.py, COMPILERS), on the path of the AOT tool and of
+folder of their own (alexnet_jax/aot/targets.py, COMPILERS), on the path of the AOT tool and of
 this test process only (conftest.py puts it on sys.path, not on PYTHONPATH). Every other
 command runs without them, and so prints nothing about a GPU or TPU it does not find: no
 cudart lines at `import jax`, no traceback from the CUDA plugin, no libtpu warnings.
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from alexnet_jax import targets
+from alexnet_jax.aot import targets
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # What a compile-only backend prints when it is started as a run-time backend on a machine

@@ -217,7 +217,7 @@ def _model_config(config_file):
 
 DETECT = """
 import jax
-from alexnet_jax import distributed
+from alexnet_jax.parallel import distributed
 joined = distributed.initialize()
 print(joined, jax.distributed.is_initialized(), jax.process_count(), jax.process_index())
 """

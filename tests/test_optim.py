@@ -12,6 +12,11 @@ from configs import default
 from tests.paper_rule import MOMENTUM, numpy_paper_rule, random_grads, run_optax, small_params
 
 
+def _optimizer(cfg, steps_per_epoch: int) -> optim.Optimizer:
+  """make_optimizer of a config.optim ConfigDict, parsed (and validated) by OptimSpec."""
+  return optim.make_optimizer(optim.OptimSpec.from_config(cfg), steps_per_epoch)
+
+
 def assert_trees_close(a, b, rtol=2e-5, atol=1e-6):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
                                                        rtol=rtol, atol=atol), a, b)
@@ -35,7 +40,7 @@ def test_matches_numpy_across_a_learning_rate_drop():
   cfg = default.get_config().optim
   cfg.decay_biases, cfg.weight_decay, cfg.learning_rate = True, wd, lr
   cfg.decay_epochs = (drop_at,)
-  final_cfg, _, _ = run_optax(optim.make_optimizer(cfg, steps_per_epoch=1), params, grads)
+  final_cfg, _, _ = run_optax(_optimizer(cfg, steps_per_epoch=1).tx, params, grads)
   assert_trees_close(final_cfg, decayed_all)
 
 
@@ -83,13 +88,13 @@ def test_bias_lr_multiplier_over_several_steps():
 def test_step_schedule_at_epoch_boundaries():
   cfg = default.get_config().optim
   spe = 10
-  tx = optim.make_optimizer(cfg, spe)
+  tx, schedule = _optimizer(cfg, spe)
   params = small_params()
   opt_state = tx.init(params)
   expected = {0: 1e-2, 249: 1e-2, 250: 1e-3, 509: 1e-3, 510: 1e-4, 789: 1e-4, 790: 1e-5,
               900: 1e-5}
   for step, lr in expected.items():
-    assert optim.learning_rate_at(cfg, opt_state, step, spe) == pytest.approx(lr, rel=1e-6)
+    assert optim.learning_rate_at(schedule, opt_state, step) == pytest.approx(lr, rel=1e-6)
   # The update itself uses that rate: from zero velocity at count 250, v = -1e-3 (g + wd w).
   opt_state = optax.tree_utils.tree_set(opt_state, count=jnp.asarray(250, jnp.int32))
   grads = random_grads(params, 1)[0]
@@ -104,7 +109,7 @@ def test_plateau_decays_after_patience_at_most_max_decays():
   cfg = default.get_config().optim
   cfg.schedule = 'plateau'
   cfg.plateau_patience, cfg.max_decays, cfg.plateau_min_delta = 2, 3, 0.01
-  tx = optim.make_optimizer(cfg, steps_per_epoch=5)
+  tx, schedule = _optimizer(cfg, steps_per_epoch=5)
   opt_state = tx.init(small_params())
   errors = [0.5, 0.4, 0.395, 0.41,  # 0.395 improves by < min_delta: bad -> decay 1.
             0.3, 0.35, 0.35,  # Decay 2.
@@ -116,16 +121,16 @@ def test_plateau_decays_after_patience_at_most_max_decays():
                  False, False, False, False, False]
   got = []
   for e in errors:
-    opt_state, decayed = optim.plateau_update_from_config(cfg, opt_state, e)
+    opt_state, decayed = optim.after_evaluation(optim.OptimSpec.from_config(cfg), opt_state, e)
     got.append(decayed)
   assert got == want_decays
   state = optim.plateau_state(opt_state)
   np.testing.assert_allclose(state.scale, 1e-3, rtol=1e-6)
   assert int(state.num_decays) == 3 and float(state.best) == pytest.approx(0.2)
-  assert optim.learning_rate_at(cfg, opt_state, 1000, 5) == pytest.approx(1e-5, rel=1e-6)
+  assert optim.learning_rate_at(schedule, opt_state, 1000) == pytest.approx(1e-5, rel=1e-6)
   # 'step' ignores validation errors.
   step_cfg = default.get_config().optim
-  same, decayed = optim.plateau_update_from_config(step_cfg, opt_state, 1.0)
+  same, decayed = optim.after_evaluation(optim.OptimSpec.from_config(step_cfg), opt_state, 1.0)
   assert same is opt_state and not decayed
 
 
@@ -135,10 +140,11 @@ def test_plateau_equal_errors_are_not_improvements(error):
   # best would "improve" every time, and the rate would never drop.
   cfg = default.get_config().optim
   cfg.schedule, cfg.plateau_patience, cfg.max_decays, cfg.plateau_min_delta = 'plateau', 3, 2, 0.0
-  opt_state = optim.make_optimizer(cfg, steps_per_epoch=5).init(small_params())
+  opt_state = _optimizer(cfg, steps_per_epoch=5).tx.init(small_params())
   got = []
   for _ in range(1 + 3):  # A first evaluation, then `patience` equal ones.
-    opt_state, decayed = optim.plateau_update_from_config(cfg, opt_state, error)
+    opt_state, decayed = optim.after_evaluation(optim.OptimSpec.from_config(cfg), opt_state,
+                                                error)
     got.append(decayed)
   assert got == [False, False, False, True]
   state = optim.plateau_state(opt_state)
@@ -149,21 +155,21 @@ def test_plateau_equal_errors_are_not_improvements(error):
 def test_plateau_changes_the_learning_rate_of_the_update():
   cfg = default.get_config().optim
   cfg.schedule, cfg.learning_rate, cfg.plateau_patience = 'plateau', 0.1, 1
-  tx = optim.make_optimizer(cfg, steps_per_epoch=2)
+  tx, schedule = _optimizer(cfg, steps_per_epoch=2)
   params = small_params()
   grads = random_grads(params, 6)
   evals = {2: 0.5, 4: 0.6}  # Before update 4: one bad evaluation -> lr 0.1 -> 0.01.
 
   def between(i, opt_state):
     if i in evals:
-      opt_state, _ = optim.plateau_update_from_config(cfg, opt_state, evals[i])
+      opt_state, _ = optim.after_evaluation(optim.OptimSpec.from_config(cfg), opt_state, evals[i])
     return opt_state
 
   final, opt_state, _ = run_optax(tx, params, grads, between)
   want, _ = numpy_paper_rule(params, grads, [0.1] * 4 + [0.01] * 2,
                              weight_decay=cfg.weight_decay)
   assert_trees_close(final, want)
-  assert optim.learning_rate_at(cfg, opt_state, 6, 2) == pytest.approx(0.01, rel=1e-6)
+  assert optim.learning_rate_at(schedule, opt_state, 6) == pytest.approx(0.01, rel=1e-6)
 
 
 @pytest.mark.parametrize('field,value', [
@@ -175,7 +181,7 @@ def test_bad_config_raises_one_line_value_error(field, value):
   cfg = default.get_config().optim
   cfg[field] = value
   with pytest.raises(ValueError) as info:
-    optim.make_optimizer(cfg, steps_per_epoch=10)
+    optim.OptimSpec.from_config(cfg)  # Where optim.validate was: the one parse of config.optim.
   message = str(info.value)
   assert '\n' not in message and field in message
 

@@ -24,7 +24,9 @@ import pytest
 import tensorflow as tf
 
 import alexnet_jax
-from alexnet_jax import figures, report, rundir, storage, train
+from alexnet_jax import rundir, storage
+from alexnet_jax.analysis import figures
+from alexnet_jax.analysis import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = 'alexnet-jax-remote'
@@ -116,11 +118,12 @@ def _read_rows(path):
 
 
 def test_a_gs_run_survives_sigterm_kill9_and_a_store_refusing_writes(
-    object_store, on_object_store, gs_data, folder, tmp_path, tiny_config, config_file):
+    object_store, on_object_store, gs_data, folder, tmp_path, tiny_config, config_file,
+    train_config):
   images, data_dir = gs_data
   # The reference: the same run, uninterrupted, on a local disk with local data.
   whole = str(tmp_path / 'whole')
-  train.train_and_evaluate(tiny_config(folder, **RUN), whole)
+  train_config(tiny_config(folder, **RUN), whole)
   config = config_file(tmp_path / 'tiny.py',
                        tiny_config(images, **RUN, **{'data.data_dir': data_dir}))
   workdir = f'gs://{BUCKET}/runs/tiny'
@@ -290,10 +293,10 @@ def test_a_bucket_or_credentials_that_are_not_there_stop_before_any_training(
 
 
 def test_a_data_path_on_a_store_tensorflow_cannot_read_is_one_line_naming_it(tiny_config, folder):
-  from alexnet_jax import preflight  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data import checks, spec  # pylint: disable=g-import-not-at-top
   config = tiny_config(folder, **{'data.data_dir': 's3://bucket/tfds'})
   with pytest.raises(ValueError) as error:
-    preflight.check_data_paths(config.data)
+    checks.check_data_paths(spec.DataSpec.from_config(config.data))
   message = str(error.value)
   assert message.startswith('cannot read config.data.data_dir s3://bucket/tfds (')
   assert "File system scheme 's3' not implemented" in message and '\n' not in message

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import alexnet_jax
-from alexnet_jax import model, optim, parallel, report, train
+from alexnet_jax import model, optim, parallel
+from alexnet_jax.analysis import report
 from configs import caffe_bvlc, original_code, paper
 from tests import tolerance
 from tests.paper_rule import numpy_paper_rule, random_grads, run_optax, small_params
@@ -201,7 +202,7 @@ def test_bias_rate_and_decay_of_the_original_and_caffe(get_config):
   # Biases at twice the rate and without weight decay, against the NumPy rule.
   config = get_config()
   params, grads = small_params(), random_grads(small_params(), 4)
-  tx = optim.make_optimizer(config.optim, steps_per_epoch=1000)
+  tx = optim.make_optimizer(optim.OptimSpec.from_config(config.optim), steps_per_epoch=1000).tx
   ours, _, _ = run_optax(tx, params, grads)
   ref, _ = numpy_paper_rule(params, grads, [0.01] * 4, weight_decay=5e-4, decay_biases=False,
                             bias_mult=2.0)
@@ -248,7 +249,7 @@ def test_readme_table_lists_every_field_each_config_sets(name, get_config, colum
 
 
 @pytest.mark.parametrize('get_config', [original_code.get_config, caffe_bvlc.get_config])
-def test_config_smoke_end_to_end(get_config, tmp_path, write_dark_and_bright):
+def test_config_smoke_end_to_end(get_config, tmp_path, write_dark_and_bright, train_config):
   folder = write_dark_and_bright(tmp_path / 'images', {'train': 8, 'val': 3})
   config = get_config()
   config.data.source = 'folder'
@@ -263,7 +264,7 @@ def test_config_smoke_end_to_end(get_config, tmp_path, write_dark_and_bright):
   config.max_steps = 2
   config.log_every_steps = 1
   config.mesh.data, config.mesh.model = 1, 2  # One column per device: the gathers run.
-  summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  summary = train_config(config, str(tmp_path / 'run'))
   assert summary['step'] == 2
   assert np.isfinite(summary['first_loss']) and np.isfinite(summary['last_loss'])
   for views in ('center', 'ten'):

@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 
 import alexnet_jax
-from alexnet_jax import checkpoints, evaluate, input_pipeline, optim, parallel, train
+from alexnet_jax import evaluate, optim, parallel, train
+from alexnet_jax.config import RunSpec
+from alexnet_jax.data import pipeline
+from alexnet_jax.data.spec import DataSpec
+from alexnet_jax.rundir import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,10 +26,10 @@ def read_jsonl(path):
     return [json.loads(line) for line in f]
 
 
-def test_end_to_end(folder, tmp_path, tiny_config):
+def test_end_to_end(folder, tmp_path, tiny_config, train_config):
   workdir = str(tmp_path / 'run')
   config = tiny_config(folder, **{'mesh.data': 2})  # Two fake devices on the data axis.
-  summary = train.train_and_evaluate(config, workdir)
+  summary = train_config(config, workdir)
   assert summary['step'] == 12
   assert summary['last_loss'] < summary['first_loss']
   records = read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
@@ -47,40 +51,42 @@ def test_end_to_end(folder, tmp_path, tiny_config):
   assert {n: {k: v.shape for k, v in layer.items()} for n, layer in params.items()} == shapes
   # eval.json agrees with the loaded params run through the one-device `apply` on the
   # pipeline's centre crops, counted in NumPy.
-  batch = next(input_pipeline.eval_batches(config.data, global_batch_size=14, views='center'))
+  batch = next(pipeline.eval_batches(DataSpec.from_config(config.data), global_batch_size=14,
+                                     views='center'))
   logits = np.asarray(alexnet_jax.apply(params, batch['images'][:, 0], config.model))
   np.testing.assert_allclose(result['center']['top1_error'],
                              np.mean(np.argmax(logits, -1) != batch['labels']), atol=1e-6)
 
 
-def test_evaluation_counts_every_example_once(folder, tmp_path, tiny_config):
+def test_evaluation_counts_every_example_once(folder, tmp_path, tiny_config, train_config):
   config = tiny_config(folder, max_steps=2)
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  train_config(config, workdir)
   params = alexnet_jax.load_params(workdir)
-  batch = next(input_pipeline.eval_batches(config.data, global_batch_size=14, views='ten'))
+  batch = next(pipeline.eval_batches(DataSpec.from_config(config.data), global_batch_size=14,
+                                     views='ten'))
   probs = np.mean([jax.nn.softmax(alexnet_jax.apply(params, batch['images'][:, v], config.model))
                    for v in range(10)], axis=0)
   expected = np.mean(np.argmax(probs, -1) != batch['labels'])
   for batch_size, data in ((1, 1), (3, 1), (4, 2), (14, 2), (16, 4)):
     config.eval_batch_size = batch_size
     config.mesh.data = data
-    result = evaluate.evaluate_checkpoint(config, workdir)
+    result = evaluate.evaluate_checkpoint(RunSpec.from_config(config), workdir)
     assert result['ten']['examples'] == 14, batch_size
     assert result['ten']['top1_error'] == pytest.approx(expected, abs=1e-6), batch_size
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(folder, tmp_path, tiny_config):
+def test_interrupted_and_resumed_equals_uninterrupted(folder, tmp_path, tiny_config, train_config):
   every_step = {'eval_views': ('center',), 'log_every_steps': 1}
   whole = str(tmp_path / 'whole')
-  train.train_and_evaluate(tiny_config(folder, **every_step), whole)
+  train_config(tiny_config(folder, **every_step), whole)
   parts = str(tmp_path / 'parts')
   # A crash after step 5 was logged but before it was saved (mid-epoch, after a checkpoint
   # at 4, with the rng, momentum and data position in flight): stopped at step 5, then its
   # checkpoint removed. Then the same command again.
-  train.train_and_evaluate(tiny_config(folder, max_steps=5, **every_step), parts)
+  train_config(tiny_config(folder, max_steps=5, **every_step), parts)
   shutil.rmtree(os.path.join(parts, 'checkpoints', '5'))
-  resumed = train.train_and_evaluate(tiny_config(folder, **every_step), parts)
+  resumed = train_config(tiny_config(folder, **every_step), parts)
   assert resumed['step'] == 12
   # metrics.jsonl lists every step once, and the same numbers as the uninterrupted run's.
   rows = {run: read_jsonl(os.path.join(run, 'metrics.jsonl')) for run in (whole, parts)}
@@ -118,22 +124,23 @@ def test_sigterm_sets_the_preemption_flag():
     ({'model.num_classes': 5}, 'set --config.model.num_classes=2'),
     ({'data.folder': '/nonexistent/images'}, 'config.data.folder'),
 ])
-def test_bad_input_keeps_what_is_saved(folder, tmp_path, override, message, tiny_config):
+def test_bad_input_keeps_what_is_saved(folder, tmp_path, override, message, tiny_config,
+                                       train_config):
   workdir = tmp_path / 'run'
   os.makedirs(workdir / 'checkpoints' / '7')
   (workdir / 'metrics.jsonl').write_text('{"step": 7}\n')
   before = sorted(str(p) for p in workdir.rglob('*'))
   with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(tiny_config(folder, **override), str(workdir))
+    train_config(tiny_config(folder, **override), str(workdir))
   assert sorted(str(p) for p in workdir.rglob('*')) == before
   assert (workdir / 'metrics.jsonl').read_text() == '{"step": 7}\n'
 
 
-def test_unwritable_workdir(folder, tmp_path, tiny_config):
+def test_unwritable_workdir(folder, tmp_path, tiny_config, train_config):
   blocker = tmp_path / 'a_file'
   blocker.write_text('x')
   with pytest.raises(ValueError, match='choose another --workdir'):
-    train.train_and_evaluate(tiny_config(folder), str(blocker / 'run'))
+    train_config(tiny_config(folder), str(blocker / 'run'))
 
 
 def _main(*args):
@@ -155,7 +162,7 @@ def test_command_line_errors_are_one_line(tmp_path):
   assert '\n'.join(message) == (
       'error: cannot apply --config.batch_sise=8 (no field --config.batch_sise; did you mean '
       '--config.batch_size?): fields and their types are in alexnet_jax/config.py and '
-      'alexnet_jax/model.py (Spec).'), unknown.stderr
+      'the specs it names (model.Spec, data.spec.DataSpec, ...).'), unknown.stderr
   negative = _main('--config=configs/demo.py', f'--workdir={tmp_path}',
                    '--config.optim.learning_rate=-1', f'--config.data.data_dir={tmp_path}')
   assert negative.returncode == 1
@@ -165,15 +172,16 @@ def test_command_line_errors_are_one_line(tmp_path):
   assert os.listdir(tmp_path) == []  # Nothing written for a run that cannot start.
 
 
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path, tiny_config):
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path, tiny_config,
+                                                             train_config):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(tiny_config(folder, max_steps=4, eval_views=('center',)), workdir)
+  train_config(tiny_config(folder, max_steps=4, eval_views=('center',)), workdir)
   good = alexnet_jax.load_params(workdir)
   # A learning rate no network survives: parameters overflow to Inf/NaN within a step.
   # The resume changes the learning rate on purpose (otherwise refused: tests/test_rundir.py).
   diverging = {'optim.learning_rate': 1e30, 'resume_overrides': 'optim.learning_rate'}
   with pytest.raises(train.TrainingDiverged, match='last good checkpoint \\(step 4\\)'):
-    train.train_and_evaluate(tiny_config(folder, **diverging), workdir)
+    train_config(tiny_config(folder, **diverging), workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4']
   kept = alexnet_jax.load_params(workdir)
   for name in good:
@@ -183,15 +191,16 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path, t
 def test_eval_of_a_checkpoint_with_nan_params_is_a_clear_error(folder, tmp_path, tiny_config):
   config = tiny_config(folder)
   workdir = str(tmp_path / 'run')
-  layout = parallel.Layout.from_config(config)
+  run = RunSpec.from_config(config)
+  layout = parallel.Layout.for_run(run)
   with jax.set_mesh(layout.mesh):
-    state = train.init_state(config, layout, optim.make_optimizer(config.optim, 6))
+    state = train.init_state(run.seed, layout, optim.make_optimizer(run.optim, 6).tx)
   params = jax.tree.map(np.array, state['params'])
   params['fc8']['bias'][1] = np.nan  # As a diverged run, or a damaged copy, would hold.
   with checkpoints.Checkpoints(workdir, every=1) as ckpt:
     ckpt.save(4, {**state, 'params': params}, {}, force=True)
   with pytest.raises(ValueError) as info:
-    evaluate.evaluate_checkpoint(config, workdir)
+    evaluate.evaluate_checkpoint(run, workdir)
   message = str(info.value)
   assert '\n' not in message
   assert os.path.join(workdir, 'checkpoints', '4') in message and 'fc8' in message

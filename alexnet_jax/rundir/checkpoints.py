@@ -464,8 +464,9 @@ def _locate(path: str | os.PathLike) -> tuple[epath.Path, int]:
 
 
 def _reading_manager(directory: epath.Path) -> ocp.CheckpointManager:
-  """A manager that only reads the checkpoints in `directory` (orbax's read_only: it
-  creates, deletes and cleans up nothing).
+  """A manager that only reads the checkpoints in `directory` (create=False). Not orbax's
+  read_only option: it logs two warnings on every open ("Given directory is read only"),
+  for a manager that is only ever asked to read.
 
   The manager training writes with: it reads a step's own metadata (a checkpointer on
   state/ alone looks for it there and warns). Both items are registered so that orbax does
@@ -475,7 +476,7 @@ def _reading_manager(directory: epath.Path) -> ocp.CheckpointManager:
   """
   try:
     return ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        directory, options=ocp.CheckpointManagerOptions(create=False),
         item_handlers={STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f'cannot open {directory} ({_one_line(e)}); pass a training '

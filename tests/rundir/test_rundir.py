@@ -20,9 +20,12 @@ import pytest
 import tensorflow as tf
 
 import alexnet_jax
-from alexnet_jax import checkpoints, preflight, rundir, train
+from alexnet_jax import rundir, train
+from alexnet_jax.data import checks, sources
+from alexnet_jax.data.spec import DataSpec
+from alexnet_jax.rundir import checkpoints, logs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Every step logged (the run's losses can be compared step by step); one view, to be quick.
 RUN = {'eval_views': ('center',), 'log_every_steps': 1}
 
@@ -44,10 +47,10 @@ def main(*args, **kwargs):
 
 
 @pytest.fixture(scope='module')
-def whole(folder, tmp_path_factory, tiny_config):
+def whole(folder, tmp_path_factory, tiny_config, train_config):
   """An uninterrupted, finished tiny run: 12 steps, checkpoints at 4, 8 and 12."""
   workdir = str(tmp_path_factory.mktemp('whole') / 'run')
-  summary = train.train_and_evaluate(tiny_config(folder, **RUN), workdir)
+  summary = train_config(tiny_config(folder, **RUN), workdir)
   assert summary['step'] == 12
   return workdir
 
@@ -104,12 +107,13 @@ def test_a_second_run_on_a_workdir_stops_at_once_and_writes_nothing(folder, whol
     ({'seed': 1, 'data.flip': False}, ['data.flip True -> False', 'seed 0 -> 1']),
 ])
 def test_resuming_with_another_config_stops_and_lists_the_fields(folder, whole, tmp_path,
-                                                                  tiny_config, override, fields):
+                                                                 tiny_config, override, fields,
+                                                                 train_config):
   workdir = copy_of(whole, tmp_path)
   before = snapshot(workdir)
   config = tiny_config(folder, **RUN, num_epochs=3, **override)
   with pytest.raises(ValueError) as info:
-    train.train_and_evaluate(config, workdir)
+    train_config(config, workdir)
   message = str(info.value)
   assert '\n' not in message and 'delete' not in message
   assert ', '.join(fields) in message, message
@@ -117,12 +121,13 @@ def test_resuming_with_another_config_stops_and_lists_the_fields(folder, whole, 
   assert snapshot(workdir) == before
 
 
-def test_resume_overrides_and_extending_changes_go_on(folder, whole, tmp_path, tiny_config, caplog):
+def test_resume_overrides_and_extending_changes_go_on(folder, whole, tmp_path, tiny_config, caplog,
+                                                      train_config):
   workdir = copy_of(whole, tmp_path)
   config = tiny_config(folder, **RUN, num_epochs=3, keep_checkpoints=5,
                        **{'optim.learning_rate': 0.0005, 'resume_overrides': 'optim.learning_rate'})
   with caplog.at_level(logging.INFO):
-    summary = train.train_and_evaluate(config, workdir)
+    summary = train_config(config, workdir)
   assert summary['step'] == 18
   messages = [r.getMessage() for r in caplog.records]
   assert [m for m in messages if 'optim.learning_rate 0.001 -> 0.0005' in m
@@ -137,16 +142,17 @@ def test_resume_overrides_and_extending_changes_go_on(folder, whole, tmp_path, t
 
 
 def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(folder, whole, tmp_path,
-                                                                  tiny_config, caplog):
+                                                                 tiny_config, caplog,
+                                                                 train_config):
   parts = str(tmp_path / 'parts')
-  train.train_and_evaluate(tiny_config(folder, max_steps=8, **RUN), parts)
+  train_config(tiny_config(folder, max_steps=8, **RUN), parts)
   # Half of step 8's largest data file is lost, as a copy cut short would lose it.
   data = [p for p in (tmp_path / 'parts' / 'checkpoints' / '8').rglob('*')
           if p.is_file() and p.parent.name == 'd']
   bad = max(data, key=lambda p: p.stat().st_size)
   bad.write_bytes(bad.read_bytes()[:bad.stat().st_size // 2])
   with caplog.at_level(logging.WARNING):
-    summary = train.train_and_evaluate(tiny_config(folder, **RUN), parts)
+    summary = train_config(tiny_config(folder, **RUN), parts)
   assert summary['step'] == 12
   warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
   skipped = [w for w in warnings if w.startswith('Skipping checkpoint step 8')]
@@ -165,20 +171,21 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(folder, whole, 
   assert summary['first_loss'] == pytest.approx(rows[whole][0][1], rel=1e-5)
 
 
-def test_a_finished_run_run_again_is_left_as_it_is(folder, whole, tmp_path, tiny_config):
+def test_a_finished_run_run_again_is_left_as_it_is(folder, whole, tmp_path, tiny_config,
+                                                   train_config):
   workdir = copy_of(whole, tmp_path)
   before = snapshot(workdir)
   rows = read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-  summary = train.train_and_evaluate(tiny_config(folder, **RUN), workdir)
+  summary = train_config(tiny_config(folder, **RUN), workdir)
   assert summary['finished'] and summary['step'] == 12
   with open(os.path.join(workdir, 'eval.json')) as f:
     assert summary['eval']['center'] == json.load(f)['center']
   assert summary['first_loss'] == rows[0]['loss']
   assert summary['last_loss'] == [r for r in rows if 'loss' in r][-1]['loss']
-  assert [s for s in snapshot(workdir) if not s[0].endswith(rundir.LOCK_FILE)] == [
-      s for s in before if not s[0].endswith(rundir.LOCK_FILE)]
+  assert [s for s in snapshot(workdir) if not s[0].endswith(rundir.files.LOCK_FILE)] == [
+      s for s in before if not s[0].endswith(rundir.files.LOCK_FILE)]
   # Asked to: evaluated once more, one new row.
-  again = train.train_and_evaluate(tiny_config(folder, reevaluate=True, **RUN), workdir)
+  again = train_config(tiny_config(folder, reevaluate=True, **RUN), workdir)
   assert not again.get('finished') and again['eval']['center'] == summary['eval']['center']
   new_rows = read_jsonl(os.path.join(workdir, 'metrics.jsonl'))[len(rows):]
   assert [sorted(r) for r in new_rows] == [['step', 'val_center_top1_error',
@@ -200,7 +207,7 @@ def _limit_file_size():
 
 
 def test_a_full_disk_stops_training_with_one_line_and_the_next_start_cleans_up(
-    folder, tmp_path, tiny_config, caplog, config_file):
+    folder, tmp_path, tiny_config, caplog, config_file, train_config):
   small = tmp_path / 'small'
   mounted = _small_filesystem(small, '800k')  # Room for logs, not for a 1.8 MB checkpoint.
   try:
@@ -227,7 +234,7 @@ def test_a_full_disk_stops_training_with_one_line_and_the_next_start_cleans_up(
       (leftover / 'state' / 'partial').write_bytes(b'x' * 1000)
       subprocess.run(['mount', '-o', 'remount,size=64m', str(small)], check=True)
       with caplog.at_level(logging.INFO):
-        summary = train.train_and_evaluate(config, str(workdir))
+        summary = train_config(config, str(workdir))
       assert summary['step'] == 6
       removed = [r.getMessage() for r in caplog.records if 'unfinished save' in r.getMessage()]
       assert len(removed) == 1 and leftover.name in removed[0]
@@ -243,12 +250,13 @@ def test_a_full_disk_stops_training_with_one_line_and_the_next_start_cleans_up(
 MID_SAVE = '''
 import sys
 import jax
-from alexnet_jax import checkpoints
+from alexnet_jax.rundir import checkpoints
 # The disk fills after the up-front check (another program writing), so the save fails part
 # way, in orbax's threads: 33 arrays of 120 KB, 4 MB in all, on an 800 KiB filesystem.
 checkpoints._free_bytes = lambda directory: None
 state = {'params': {f'w{i}': jax.random.normal(jax.random.key(i), (30000,)) for i in range(16)},
-         'momentum': {f'w{i}': jax.random.normal(jax.random.key(99 - i), (30000,)) for i in range(16)},
+         'momentum': {f'w{i}': jax.random.normal(jax.random.key(99 - i),
+                                                 (30000,)) for i in range(16)},
          'step': jax.numpy.int32(4)}
 ckpt = checkpoints.Checkpoints(sys.argv[1], every=1)
 try:
@@ -283,7 +291,7 @@ def test_a_disk_that_fills_during_a_save_gives_one_line_and_no_asyncio_traceback
 def test_only_the_closed_loop_callbacks_of_a_failed_save_are_taken_from_stderr(monkeypatch):
   passed = []
   monkeypatch.setattr(sys, 'unraisablehook', passed.append)
-  hook = checkpoints._OrbaxTracebacks()
+  hook = logs.OrbaxEchoes()
   hook.attach()
   try:
     loop = asyncio.new_event_loop()
@@ -313,7 +321,7 @@ def test_only_orphaned_tasks_of_a_failed_orbax_read_are_taken_from_the_asyncio_l
                                'Task exception was never retrieved\nfuture: <Task finished>',
                                None, (type(e), e, e.__traceback__))
 
-  hook = checkpoints._OrbaxTracebacks()
+  hook = logs.OrbaxEchoes()
   tensorstore = ValueError('DATA_LOSS: Error opening "zarr" driver [tensorstore_spec=\'{}\']')
   assert not hook.filter(record(tensorstore))  # Dropped (kept at DEBUG with --verbosity=1).
   assert hook.filter(record(ValueError('a task of the user\'s own')))
@@ -330,30 +338,31 @@ def test_only_orphaned_tasks_of_a_failed_orbax_read_are_taken_from_the_asyncio_l
     ({'batch_size': 100_000}, 'larger than the training split (24 images'),
     ({'data.stored_size': 100}, 'set --config.data.stored_size to at least 224'),
 ])
-def test_bad_values_stop_before_the_workdir_exists(folder, tmp_path, tiny_config, override, message):
+def test_bad_values_stop_before_the_workdir_exists(folder, tmp_path, tiny_config, override,
+                                                   message, train_config):
   workdir = tmp_path / 'run'
   with pytest.raises(ValueError) as info:
-    train.train_and_evaluate(tiny_config(folder, **override), str(workdir))
+    train_config(tiny_config(folder, **override), str(workdir))
   assert message in str(info.value) and '\n' not in str(info.value)
   assert not workdir.exists()
 
 
-def test_a_truncated_statistics_file_is_named(folder, tmp_path, tiny_config):
+def test_a_truncated_statistics_file_is_named(folder, tmp_path, tiny_config, train_config):
   config = tiny_config(folder)
-  preflight.ensure_statistics(config.data)  # Computed (or already there) for this folder.
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  good = open(input_pipeline.stats_path(config.data), 'rb').read()
+  checks.ensure_statistics(DataSpec.from_config(config.data))  # Computed (or already there).
+  good = open(sources.stats_path(DataSpec.from_config(config.data)), 'rb').read()
   bad = tmp_path / 'stats.npz'
   bad.write_bytes(good[:len(good) // 2])
   config.data.stats_file = str(bad)
   with pytest.raises(ValueError) as info:
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    train_config(config, str(tmp_path / 'run'))
   assert str(info.value).startswith(f'the dataset statistics file {bad} is damaged')
   assert not (tmp_path / 'run').exists()
 
 
 def test_statistics_that_cannot_be_written_are_one_line_and_leave_no_part(folder, tmp_path,
-                                                                         tiny_config, monkeypatch):
+                                                                          tiny_config, monkeypatch,
+                                                                          train_config):
   small = tmp_path / 'small'
   mounted = _small_filesystem(small, '8k')  # Less than the tiny run's mean image.
   try:
@@ -364,7 +373,7 @@ def test_statistics_that_cannot_be_written_are_one_line_and_leave_no_part(folder
         raise tf.errors.ResourceExhaustedError(None, None, 'write failed; No space left on device')
       monkeypatch.setattr(tf.io.gfile.GFile, 'write', full)
     with pytest.raises(ValueError) as info:
-      train.train_and_evaluate(config, str(tmp_path / 'run'))
+      train_config(config, str(tmp_path / 'run'))
     message = str(info.value)
     assert message.startswith('cannot write the statistics (') and '\n' not in message
     assert f'to {small / "stats.npz"}: ' in message and 'data_dir' in message
@@ -376,11 +385,11 @@ def test_statistics_that_cannot_be_written_are_one_line_and_leave_no_part(folder
       subprocess.run(['umount', str(small)], check=False)
 
 
-def test_divergence_before_any_checkpoint_says_so(folder, tmp_path, tiny_config):
+def test_divergence_before_any_checkpoint_says_so(folder, tmp_path, tiny_config, train_config):
   config = tiny_config(folder, log_every_steps=1, checkpoint_every_steps=100,
                        **{'optim.learning_rate': 1e30})
   with pytest.raises(train.TrainingDiverged) as info:
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    train_config(config, str(tmp_path / 'run'))
   assert 'No checkpoint had been saved yet' in str(info.value)
   assert 'None' not in str(info.value)
 
@@ -389,10 +398,11 @@ def test_a_config_is_compared_only_when_there_is_a_checkpoint_to_continue(folder
                                                                           tiny_config):
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  rundir.write_config(str(workdir), tiny_config(folder))
-  changed = tiny_config(folder, batch_size=2)
+  rundir.write_config(str(workdir), tiny_config(folder).to_json())
+  changed = tiny_config(folder, batch_size=2).to_json()
   rundir.check_resume(str(workdir), changed)  # Stopped before its first checkpoint: anew.
   (workdir / 'checkpoints' / '4').mkdir(parents=True)
   with pytest.raises(ValueError, match='batch_size 4 -> 2'):
     rundir.check_resume(str(workdir), changed)
-  rundir.check_resume(str(workdir), tiny_config(folder, batch_size=2, resume_overrides='batch_size'))
+  overridden = tiny_config(folder, batch_size=2, resume_overrides='batch_size')
+  rundir.check_resume(str(workdir), overridden.to_json(), overridden.resume_overrides)

@@ -14,6 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import model, parallel
+from alexnet_jax.config import RunSpec
 
 MESHES = [(1, 1), (1, 2), (2, 1), (2, 2)]
 
@@ -37,17 +38,17 @@ def _config(data, model_size, **overrides):
 
 
 @pytest.mark.parametrize('shape', MESHES)
-def test_from_config_builds_the_mesh_and_equal_layouts(shape):
+def test_for_run_builds_the_mesh_and_equal_layouts(shape):
   data, model_size = shape
-  layout = parallel.Layout.from_config(_config(data, model_size),
-                                       devices=jax.devices()[:data * model_size])
+  layout = parallel.Layout.for_run(RunSpec.from_config(_config(data, model_size)),
+                                   devices=jax.devices()[:data * model_size])
   assert dict(layout.mesh.shape) == {'data': data, 'model': model_size}
   assert tuple(layout.mesh.axis_names) == ('data', 'model')
   assert (layout.data_size, layout.model_size) == shape
   assert layout.local_columns == 2 // model_size
   assert layout.mapper == 'shard_map'
-  same = parallel.Layout.from_config(_config(data, model_size),
-                                     devices=jax.devices()[:data * model_size])
+  same = parallel.Layout.for_run(RunSpec.from_config(_config(data, model_size)),
+                                 devices=jax.devices()[:data * model_size])
   assert same == layout and hash(same) == hash(layout)  # Usable as a jit cache key.
   if data == 1:  # pmap expresses this layout: a different mapper is a different layout.
     assert parallel.Layout(layout.mesh, layout.spec, mapper='pmap') != layout
@@ -55,7 +56,7 @@ def test_from_config_builds_the_mesh_and_equal_layouts(shape):
 
 def test_data_minus_one_takes_every_device_the_model_axis_leaves():
   for model_size, data in ((1, 4), (2, 2)):
-    layout = parallel.Layout.from_config(_config(-1, model_size))
+    layout = parallel.Layout.for_run(RunSpec.from_config(_config(-1, model_size)))
     assert (layout.data_size, layout.model_size) == (data, model_size)
 
 
@@ -156,9 +157,14 @@ def _message(fn):
 def test_bad_layouts_are_one_line_errors(make_mesh, small_model_config):
   spec = model.Spec.from_config(small_model_config())
   devices = jax.devices()[:4]
-  assert _message(lambda: parallel.Layout.from_config(_config(1, 3))) == (
+  # config.mesh is checked where the config is parsed (MeshSpec), the mesh where it is made.
+  assert _message(lambda: parallel.Layout.for_run(RunSpec.from_config(_config(1, 3)))) == (
+      'The model axis holds the columns and must be 1 or 2 (or -1: what the devices allow), '
+      'got 3 (config.mesh.model).')
+  assert _message(lambda: parallel.make_mesh(1, 3, devices=devices)) == (
       'The model axis holds the columns and must be 1 or 2, got 3 (config.mesh.model).')
-  assert _message(lambda: parallel.Layout.from_config(_config(4, 2), devices=devices)) == (
+  assert _message(lambda: parallel.Layout.for_run(RunSpec.from_config(_config(4, 2)),
+                                                  devices=devices)) == (
       'A 4x2 (data x model) mesh needs 8 devices, 4 are available: change config.mesh.')
   assert _message(lambda: parallel.Layout(jax.make_mesh((1, 4), parallel.AXES, devices=devices),
                                           spec)) == (
@@ -169,23 +175,23 @@ def test_bad_layouts_are_one_line_errors(make_mesh, small_model_config):
   one_column = model.Spec.from_config(small_model_config(columns=1))
   assert _message(lambda: parallel.Layout(make_mesh(1, 2), one_column)) == (
       'A 1-column model cannot be split over a model axis of 2: set config.mesh.model=1.')
-  assert _message(lambda: parallel.Layout.from_config(
-      _config(2, 1, batch_size=3), devices=devices)) == (
+  assert _message(lambda: parallel.Layout.for_run(RunSpec.from_config(
+      _config(2, 1, batch_size=3)), devices=devices)) == (
       'The batch of 3 is not divisible by the data axis of 2: change the batch size or '
       'config.mesh.data.')
-  assert _message(lambda: parallel.Layout.from_config(
-      _config(2, 1, eval_batch_size=5), devices=devices)) == (
+  assert _message(lambda: parallel.Layout.for_run(RunSpec.from_config(
+      _config(2, 1, eval_batch_size=5)), devices=devices)) == (
       'The batch of 5 is not divisible by the data axis of 2: change the batch size or '
       'config.mesh.data.')
   # Only the batch sizes the run feeds are checked (--mode=eval feeds no training batch).
-  layout = parallel.Layout.from_config(_config(2, 1, batch_size=3), batch_sizes=(4,),
-                                       devices=devices)
+  layout = parallel.Layout.for_run(RunSpec.from_config(_config(2, 1, batch_size=3)),
+                                   batch_sizes=(4,), devices=devices)
   assert _message(lambda: layout.check_batch(3)).startswith('The batch of 3 is not divisible')
-  assert _message(lambda: parallel.Layout.from_config(
-      _config(1, 1, **{'mesh.mapper': 'xmap'}), devices=devices)) == (
+  assert _message(lambda: parallel.Layout.for_run(RunSpec.from_config(
+      _config(1, 1, **{'mesh.mapper': 'xmap'})), devices=devices)) == (
       "config.mesh.mapper must be one of ('shard_map', 'pmap'), got 'xmap'.")
   assert re.fullmatch(
       r"mapper='pmap' maps one axis, but the mesh is 2x2 \(data x model\): nested pmaps fail on "
       r"current JAX\. Use config\.mesh\.mapper='shard_map', or a mesh with data=1 or model=1\.",
-      _message(lambda: parallel.Layout.from_config(_config(2, 2, **{'mesh.mapper': 'pmap'}),
-                                                   devices=devices)))
+      _message(lambda: parallel.Layout.for_run(
+          RunSpec.from_config(_config(2, 2, **{'mesh.mapper': 'pmap'})), devices=devices)))

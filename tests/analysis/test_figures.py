@@ -7,14 +7,16 @@ import pytest
 from PIL import Image
 
 import alexnet_jax
-from alexnet_jax import figures, input_pipeline, train
+from alexnet_jax.analysis import figures
+from alexnet_jax.data import sources
+from alexnet_jax.data.spec import DataSpec
 
 
 @pytest.fixture(scope='module')
-def run(folder, tiny_config, tmp_path_factory):
+def run(folder, tiny_config, tmp_path_factory, train_config):
   workdir = str(tmp_path_factory.mktemp('run'))
   config = tiny_config(folder, num_epochs=1, eval_views=('center',))
-  summary = train.train_and_evaluate(config, workdir)
+  summary = train_config(config, workdir)
   return config, workdir, summary
 
 
@@ -105,10 +107,11 @@ def test_predictions_neighbours_and_curves_pngs(run):
   result = figures.make_figures(config, workdir, ('predictions', 'neighbours', 'curves'),
                                 num_images=2, num_train=None, batch_size=5)
   params = alexnet_jax.load_params(workdir)
-  names = input_pipeline.dataset_info(config.data).class_names
+  names = sources.dataset_info(DataSpec.from_config(config.data)).class_names
   # The dataset's two levels (conftest's write_dark_and_bright), plus noise and clipping.
   level = {names.index('dark'): 50, names.index('bright'): 200}
-  val_images, val_labels, _ = next(figures.centre_crops(config.data, config.data.eval_split, 2, 2))
+  data = DataSpec.from_config(config.data)
+  val_images, val_labels, _ = next(figures.centre_crops(data, data.eval_split, 2, 2))
 
   # Fig. 4 left, 2 columns: the image with its mean added back, over two bars (two classes)
   # whose lengths are the softmax of the logits, counted here in NumPy: the true label's in
@@ -130,7 +133,7 @@ def test_predictions_neighbours_and_curves_pngs(run):
   # training images' centre crops (read in the same order), counted in NumPy, and each tile
   # shows its image: dark or bright as its label says.
   assert png_size(result['paths']['neighbours']) == (round(1.2 * 7 * 100), round(1.2 * 2 * 100))
-  batches = list(figures.centre_crops(config.data, config.data.train_split, None, 24))
+  batches = list(figures.centre_crops(data, data.train_split, None, 24))
   train_images = np.concatenate([x for x, _, _ in batches])
   train_labels = np.concatenate([y for _, y, _ in batches])
   assert len(train_images) == 24

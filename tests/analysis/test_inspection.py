@@ -1,4 +1,4 @@
-"""The notebook helpers (alexnet_jax.inspection) against independent references: `apply`
+"""The notebook helpers (alexnet_jax.analysis.inspection) against independent references: `apply`
 with layer=..., the TensorFlow input pipeline, NumPy slicing, and the parameter layout."""
 
 import importlib
@@ -12,7 +12,11 @@ from PIL import Image
 import tensorflow as tf
 
 import alexnet_jax
-from alexnet_jax import checkpoints, figures, input_pipeline, inspection, model
+from alexnet_jax import model
+from alexnet_jax.analysis import figures, inspection
+from alexnet_jax.data import augment, decode
+from alexnet_jax.data import statistics as statistics_lib
+from alexnet_jax.rundir import checkpoints
 from configs import demo
 
 
@@ -87,7 +91,7 @@ def _config(statistics='imagenet', input_scale=1.0):
 
 
 def test_imagenet_mean_is_the_pipelines():
-  np.testing.assert_array_equal(inspection.IMAGENET_RGB_MEAN, input_pipeline.IMAGENET_RGB_MEAN)
+  np.testing.assert_array_equal(inspection.IMAGENET_RGB_MEAN, statistics_lib.IMAGENET_RGB_MEAN)
 
 
 @pytest.mark.parametrize('shape', [(300, 400), (375, 500), (700, 240), (256, 320)])
@@ -100,8 +104,8 @@ def test_preprocess_matches_the_input_pipeline(tmp_path, shape):
   mean = rng.uniform(0, 255, size=(256, 256, 3)).astype(np.float32)
   got = alexnet_jax.preprocess(str(path), config, mean)
   # The pipeline's Sec. 2 resize (TensorFlow, antialiased bilinear) and eval centre view.
-  square = input_pipeline.decode_stored(tf.constant(path.read_bytes()), 256).numpy()
-  views = input_pipeline.eval_views(tf.constant(square - mean), 224, 'center').numpy()
+  square = decode.decode_stored(tf.constant(path.read_bytes()), 256).numpy()
+  views = augment.eval_views(tf.constant(square - mean), 224, 'center').numpy()
   want = views[0] / 60
   assert got.shape == (224, 224, 3) and got.dtype == np.float32
   # Two resamplers of 0-255 values: float32 rounding over the filter taps, far below a level.

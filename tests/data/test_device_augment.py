@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 import alexnet_jax
-from alexnet_jax import evaluate, input_pipeline, optim, parallel, train
-from alexnet_jax.data import augment
+from alexnet_jax import evaluate, optim, parallel, train
+from alexnet_jax.config import RunSpec
+from alexnet_jax.data import augment, pipeline
 from alexnet_jax.data.device_augment import DeviceAugment
 from alexnet_jax.data.spec import DataSpec
 from alexnet_jax.data.statistics import Stats
@@ -130,7 +131,8 @@ def test_pipeline_ships_stored_uint8_images_with_epoch_and_index(tmp_path):
   cfg = default.get_config().data
   cfg.update(source='folder', folder=str(tmp_path / 'images'), data_dir=str(tmp_path / 'd'),
              stored_size=32, crop_size=24, statistics='imagenet', augment_on='device')
-  it = input_pipeline.train_batches(cfg, global_batch_size=4, seed=0)
+  data = DataSpec.from_config(cfg)
+  it = pipeline.train_batches(data, global_batch_size=4, seed=0)
   batches = [next(it) for _ in range(4)]  # Two epochs of two steps.
   known = {im.tobytes(): i for i, im in enumerate(images)}
   for step, b in enumerate(batches):
@@ -141,7 +143,7 @@ def test_pipeline_ships_stored_uint8_images_with_epoch_and_index(tmp_path):
     for image, index, label in zip(b['images'], b['index'], b['labels']):
       i = known[image.tobytes()]
       assert sorted_files[index] == i and label == i % 2
-  resumed = next(input_pipeline.train_batches(cfg, global_batch_size=4, seed=0, start_step=3))
+  resumed = next(pipeline.train_batches(data, global_batch_size=4, seed=0, start_step=3))
   for k in ('images', 'labels', 'epoch', 'index'):
     np.testing.assert_array_equal(resumed[k], batches[3][k])
 
@@ -150,8 +152,9 @@ def test_train_step_on_the_device_equals_the_host_given_the_same_draws(small_mod
   config = default.get_config()
   config.model = small_model_config(num_classes=4)
   config.batch_size, config.mesh.data, config.mesh.model = 4, 2, 1
-  layout = parallel.Layout.from_config(config, batch_sizes=(4,), devices=jax.devices()[:2])
-  tx = optim.make_optimizer(config.optim, 10)
+  run = RunSpec.from_config(config)
+  layout = parallel.Layout.for_run(run, batch_sizes=(4,), devices=jax.devices()[:2])
+  tx = optim.make_optimizer(run.optim, 10).tx
   stats = _stats()
   spec = _spec(lighting='paper')
   device = DeviceAugment.from_spec(spec, stats, seed=11)
@@ -166,12 +169,12 @@ def test_train_step_on_the_device_equals_the_host_given_the_same_draws(small_mod
       for im, o, f, a in zip(images, offset, flip, alpha)])
   with jax.set_mesh(layout.mesh):
     host_state, host_metrics = train.make_train_step(layout, tx, 4)(
-        train.init_state(config, layout, tx), *layout.global_batch(
+        train.init_state(run.seed, layout, tx), *layout.global_batch(
             {'images': host_images, 'labels': labels}).values())
     batch = layout.global_batch({'images': images, 'labels': labels, 'epoch': epoch,
                                  'index': index})
     dev_state, dev_metrics = train.make_train_step(layout, tx, 4, device)(
-        train.init_state(config, layout, tx), batch['images'], batch['labels'], batch['epoch'],
+        train.init_state(run.seed, layout, tx), batch['images'], batch['labels'], batch['epoch'],
         batch['index'])
   np.testing.assert_allclose(dev_metrics['loss'], host_metrics['loss'], rtol=1e-5)
   for d, h in zip(jax.tree.leaves(dev_state['params']), jax.tree.leaves(host_state['params'])):
@@ -179,19 +182,21 @@ def test_train_step_on_the_device_equals_the_host_given_the_same_draws(small_mod
     np.testing.assert_allclose(d, h, atol=1e-6 + 1e-5 * np.abs(h).max())
 
 
-def test_training_and_ten_view_eval_on_the_device_end_to_end(folder, tmp_path, tiny_config):
+def test_training_and_ten_view_eval_on_the_device_end_to_end(folder, tmp_path, tiny_config,
+                                                             train_config):
   # The loop's wiring: the statistics pass, the uint8 feed with (epoch, index), the step,
   # and the 10 views cut by the eval step; they count what the host's views count.
   config = tiny_config(folder, **{'data.augment_on': 'device', 'num_epochs': 1,
                                   'max_steps': 2, 'eval_views': ('ten',)})
   workdir = str(tmp_path / 'run')
-  summary = train.train_and_evaluate(config, workdir)
+  summary = train_config(config, workdir)
   assert summary['step'] == 2 and np.isfinite(summary['last_loss'])
   device_result = summary['eval']['ten']
   assert device_result['examples'] == 14
   config.data.augment_on = 'host'
-  layout = parallel.Layout.from_config(config)
+  run = RunSpec.from_config(config)
+  layout = parallel.Layout.for_run(run)
   with jax.set_mesh(layout.mesh):
     params = jax.device_put(alexnet_jax.load_params(workdir), layout.param_shardings)
-    host_result = evaluate.evaluate(params, config, layout, 'ten', show_progress=False)
+    host_result = evaluate.evaluate(params, run, layout, 'ten', show_progress=False)
   assert host_result == pytest.approx(device_result)

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image, ImageDraw
 
-from alexnet_jax import demo_dataset
+from alexnet_jax.data import demo_dataset
 
 
 def _mask(shape, cx, cy, r):

@@ -1,4 +1,5 @@
-"""Tests of alexnet_jax.input_pipeline against hand-computed pixels, NumPy and formulas."""
+"""The input pipeline (alexnet_jax.data: decode, augment, sources, pipeline) against
+hand-computed pixels, NumPy and formulas."""
 
 import hashlib
 import logging
@@ -10,7 +11,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax import input_pipeline
+from alexnet_jax.data import augment, decode, pipeline, sources, statistics
+from alexnet_jax.data.spec import DataSpec
 from configs import default
 
 
@@ -58,7 +60,7 @@ def test_resize_up_and_center_crop_on_gradient():
   # centre crop starts at column (400 - 256) // 2 = 72. Bilinear with half-pixel centres
   # maps output column j to source column (j + 0.5) / 2 - 0.5, where the value is that.
   image = np.broadcast_to(np.arange(200, dtype=np.float32)[None, :, None], (128, 200, 3))
-  out = input_pipeline.resize_and_center_crop(tf.constant(image), 256).numpy()
+  out = decode.resize_and_center_crop(tf.constant(image), 256).numpy()
   j = np.arange(256)
   expected = np.broadcast_to(((j + 72) + 0.5) / 2 - 0.5, (256, 256))
   assert out.shape == (256, 256, 3)
@@ -70,7 +72,7 @@ def test_resize_down_and_center_crop_on_gradient():
   # row offset 0. Output row i is centred on source position 2i + 0.5 (half-pixel centres);
   # the triangle filter is symmetric, so a ramp keeps its value there.
   image = np.broadcast_to(np.arange(512, dtype=np.float32)[:, None, None], (512, 600, 3))
-  out = input_pipeline.resize_and_center_crop(tf.constant(image), 256).numpy()
+  out = decode.resize_and_center_crop(tf.constant(image), 256).numpy()
   i = np.arange(256)[:, None]
   np.testing.assert_allclose(out[2:-2, :, 0], np.broadcast_to(2 * i + 0.5, (256, 256))[2:-2],
                              atol=1e-3)  # Border rows: the filter is clipped there.
@@ -78,7 +80,7 @@ def test_resize_down_and_center_crop_on_gradient():
   # over four columns) gives a flat 0.5 where plain sampling would alias to 0 or 1.
   stripes = np.broadcast_to((np.arange(600) % 2).astype(np.float32)[None, :, None],
                             (512, 600, 3))
-  out = input_pipeline.resize_and_center_crop(tf.constant(stripes), 256).numpy()
+  out = decode.resize_and_center_crop(tf.constant(stripes), 256).numpy()
   np.testing.assert_allclose(out, 0.5, atol=1e-3)
 
 
@@ -87,17 +89,26 @@ def test_resize_non_integer_factor_500x375():
   # columns, crop from column 42. Output column j is centred on source position
   # (j + 0.5) * 500 / 341 - 0.5, where the ramp x / 2 has the value expected.
   image = np.broadcast_to((np.arange(500, dtype=np.float32) / 2)[None, :, None], (375, 500, 3))
-  out = input_pipeline.resize_and_center_crop(tf.constant(image), 256).numpy()
+  out = decode.resize_and_center_crop(tf.constant(image), 256).numpy()
   j = np.arange(42, 42 + 256)
   expected = ((j + 0.5) * 500 / 341 - 0.5) / 2
   # TF samples the widened filter at pixel centres: within 1.5% of a ramp step (0.73).
   np.testing.assert_allclose(out[100, :, 2], expected, atol=0.011)
 
 
+def _augment(encoded, label, epoch, index, *, data_cfg, stats, seed):
+  """One training example from its encoded image, as the pipeline makes it: decoded to
+  the stored size, then `data.augment.augment`."""
+  spec = DataSpec.from_config(data_cfg)
+  image = decode.decode_stored(encoded, spec.stored_size)
+  return {'images': augment.augment(image, epoch, index, spec=spec, stats=stats, seed=seed),
+          'labels': tf.cast(label, tf.int32)}
+
+
 def _augment_many(data_cfg, stats, image, n, seed=0, epoch=0, keep=lambda x: x):
   """n augmented views of one image (`keep` picks the pixels worth keeping in memory)."""
   encoded = tf.io.encode_png(tf.constant(image))
-  ds = tf.data.Dataset.range(n).map(lambda i: keep(input_pipeline.augment(
+  ds = tf.data.Dataset.range(n).map(lambda i: keep(_augment(
       encoded, 0, epoch, i, data_cfg=data_cfg, stats=stats, seed=seed)['images']))
   return np.stack(list(ds.as_numpy_iterator()))
 
@@ -105,7 +116,7 @@ def _augment_many(data_cfg, stats, image, n, seed=0, epoch=0, keep=lambda x: x):
 def _stats(mean_image, eigval=(0.04, 0.01, 0.0), eigvec=np.eye(3)):
   eigval = np.asarray(eigval, np.float32)
   eigvec = np.asarray(eigvec, np.float32)
-  return input_pipeline.Stats(np.asarray(mean_image, np.float32), eigval, eigvec,
+  return statistics.Stats(np.asarray(mean_image, np.float32), eigval, eigvec,
                               255 * np.sqrt(eigval), eigvec)
 
 
@@ -182,18 +193,17 @@ def test_lighting_none_and_zero_std_add_nothing(tmp_path):
     views = _augment_many(_data_cfg(tmp_path, **overrides), stats, image, 20)
     np.testing.assert_array_equal(views, 77.0)
   np.testing.assert_array_equal(
-      input_pipeline.lighting_shift(np.ones([5, 3]), stats, 'none'), 0.0)
+      augment.lighting_shift(np.ones([5, 3]), stats, 'none'), 0.0)
 
 
 def test_default_lighting_constants_match_spec():
   # Sec. 4.1 (the widely used ImageNet values): eigenvector rows are R, G, B components; columns are the eigenvectors.
-  stats = input_pipeline.Stats(None, input_pipeline.IMAGENET_EIGVAL,
-                               input_pipeline.IMAGENET_EIGVEC, input_pipeline.ORIGINAL_STDDEV,
-                               input_pipeline.ORIGINAL_EIGVEC)
+  stats = statistics.Stats(None, statistics.IMAGENET_EIGVAL, statistics.IMAGENET_EIGVEC,
+                           statistics.ORIGINAL_STDDEV, statistics.ORIGINAL_EIGVEC)
   alpha = np.array([1.0, 0.0, 0.0], np.float32)
-  np.testing.assert_allclose(input_pipeline.lighting_shift(alpha, stats, 'paper'),
+  np.testing.assert_allclose(augment.lighting_shift(alpha, stats, 'paper'),
                              255 * 0.2175 * np.array([-0.5675, -0.5808, -0.5836]), rtol=1e-5)
-  np.testing.assert_allclose(input_pipeline.lighting_shift(alpha, stats, 'original'),
+  np.testing.assert_allclose(augment.lighting_shift(alpha, stats, 'original'),
                              121.78 * np.array([-0.564, -0.576, -0.592]), rtol=1e-5)
 
 
@@ -232,16 +242,16 @@ def test_mean_patch_center_subtracts_the_central_mean_crop(tmp_path, flip):
   folder = _write_folder(tmp_path / 'images', {'train': [(image, 0)], 'val': [(image, 0)]})
   data_cfg = _data_cfg(tmp_path, source='folder', folder=folder, mean_patch='center',
                        stats_file=_write_stats(tmp_path / 's.npz', mean))
-  ten = next(input_pipeline.eval_batches(data_cfg, global_batch_size=1, views='ten'))
+  ten = next(pipeline.eval_batches(DataSpec.from_config(data_cfg), global_batch_size=1,
+                                   views='ten'))
   corners = [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]
   for v, (t, l) in enumerate(corners):
     crop = image[t:t + 224, l:l + 224].astype(np.float32)
     np.testing.assert_allclose(ten['images'][0, v], crop - center_mean, atol=1e-4)
     np.testing.assert_allclose(ten['images'][0, 5 + v], crop[:, ::-1] - center_mean, atol=1e-4)
   with pytest.raises(ValueError, match='mean_patch'):
-    next(input_pipeline.eval_batches(_data_cfg(tmp_path, source='folder', folder=folder,
-                                               mean_patch='window'), global_batch_size=1,
-                                     views='center'))
+    bad = _data_cfg(tmp_path, source='folder', folder=folder, mean_patch='window')
+    next(pipeline.eval_batches(DataSpec.from_config(bad), global_batch_size=1, views='center'))
 
 
 # ----------------------------------------------------------------------- eval views
@@ -254,8 +264,10 @@ def test_eval_center_and_ten_views_hand_computed(tmp_path):
   mean = np.random.default_rng(3).uniform(0, 50, size=(256, 256, 3))
   data_cfg = _data_cfg(tmp_path, source='folder', folder=folder,
                        stats_file=_write_stats(tmp_path / 's.npz', mean))
-  ten = next(input_pipeline.eval_batches(data_cfg, global_batch_size=2, views='ten'))
-  center = next(input_pipeline.eval_batches(data_cfg, global_batch_size=2, views='center'))
+  ten = next(pipeline.eval_batches(DataSpec.from_config(data_cfg), global_batch_size=2,
+                                   views='ten'))
+  center = next(pipeline.eval_batches(DataSpec.from_config(data_cfg), global_batch_size=2,
+                                      views='center'))
   centred = image.astype(np.float32) - mean
   c = 224
   # Documented order: top-left, top-right, bottom-left, bottom-right, centre, reflections.
@@ -284,10 +296,11 @@ def test_input_scale_multiplies_the_centred_image(tmp_path):
   data_cfg = _data_cfg(tmp_path, source='folder', folder=folder, input_scale=1 / 60,
                        lighting='none', flip=False,
                        stats_file=_write_stats(tmp_path / 's.npz', mean))
-  center = next(input_pipeline.eval_batches(data_cfg, global_batch_size=2, views='center'))
+  center = next(pipeline.eval_batches(DataSpec.from_config(data_cfg), global_batch_size=2,
+                                      views='center'))
   expected = (image[16:240, 16:240].astype(np.float32) - 100.0) / 60
   np.testing.assert_allclose(center['images'][0, 0], expected, atol=1e-4)
-  batch = next(input_pipeline.train_batches(data_cfg, global_batch_size=2, seed=0))
+  batch = next(pipeline.train_batches(DataSpec.from_config(data_cfg), global_batch_size=2, seed=0))
   # Any crop: R = row and G = column, so the centred, scaled values name the offset.
   top, left = np.round(batch['images'][0, 0, 0, :2] * 60 + 100).astype(int)
   np.testing.assert_allclose(batch['images'][0],
@@ -304,9 +317,9 @@ def test_eval_masks_count_every_example_once(tmp_path, batch_size, process_count
                        stats_file=_write_stats(tmp_path / 's.npz', np.zeros([256, 256, 3])))
   seen, num_batches = [], []
   for p in range(process_count):
-    batches = list(input_pipeline.eval_batches(
-        data_cfg, global_batch_size=batch_size, views='center', process_index=p,
-        process_count=process_count))
+    batches = list(pipeline.eval_batches(
+        DataSpec.from_config(data_cfg), global_batch_size=batch_size, views='center',
+        process_index=p, process_count=process_count))
     num_batches.append(len(batches))
     for b in batches:
       assert b['images'].shape[0] == batch_size // process_count
@@ -333,11 +346,11 @@ def _identities(batch):
 
 
 def test_process_shares_disjoint_and_complete_each_epoch(constant_folder):
-  assert input_pipeline.steps_per_epoch(constant_folder, 8) == 5
+  assert pipeline.steps_per_epoch(DataSpec.from_config(constant_folder), 8) == 5
   per_epoch = [[], []]
   for p in range(2):
-    it = input_pipeline.train_batches(constant_folder, global_batch_size=8, seed=0,
-                                      process_index=p, process_count=2)
+    it = pipeline.train_batches(DataSpec.from_config(constant_folder), global_batch_size=8,
+                                seed=0, process_index=p, process_count=2)
     for step in range(10):
       b = next(it)
       assert b['images'].shape == (4, 224, 224, 3) and b['labels'].dtype == np.int32
@@ -355,7 +368,8 @@ def test_same_seed_same_batches_and_resume(tmp_path):
               for k in range(12)]
   folder = _write_folder(tmp_path / 'images', {'train': textured, 'val': textured[:2]})
   data_cfg = _data_cfg(tmp_path, source='folder', folder=folder, lighting='paper')
-  run = lambda **kw: input_pipeline.train_batches(data_cfg, global_batch_size=4, **kw)
+  run = lambda **kw: pipeline.train_batches(DataSpec.from_config(data_cfg), global_batch_size=4,
+                                            **kw)
   it = run(seed=0)
   reference = [next(it) for _ in range(8)]  # 3 steps per epoch: crosses two epochs.
   again = run(seed=0)
@@ -383,31 +397,31 @@ def test_folder_corrupt_file_error_and_skip(tmp_path, caplog):
   with open(bad, 'wb') as f:
     f.write(b'\xff\xd8\xff\xe0 this is not a JPEG')
   data_cfg = _data_cfg(tmp_path, source='folder', folder=folder)
-  with pytest.raises(input_pipeline.BadImageError, match='broken.jpg'):
-    input_pipeline.dataset_info(data_cfg)
+  with pytest.raises(sources.BadImageError, match='broken.jpg'):
+    sources.dataset_info(DataSpec.from_config(data_cfg))
   data_cfg.skip_bad_files = True
   with caplog.at_level(logging.WARNING):
-    info = input_pipeline.dataset_info(data_cfg)
+    info = sources.dataset_info(DataSpec.from_config(data_cfg))
   assert info.num_train == 6 and info.num_classes == 3
   assert 'Skipped 1 undecodable' in caplog.text and 'broken.jpg' in caplog.text
-  assert input_pipeline.get_source(data_cfg).skipped['train'] == [bad]
+  assert sources.get_source(DataSpec.from_config(data_cfg)).skipped['train'] == [bad]
 
 
 def test_folder_label_outside_class_range_names_file(tmp_path):
   folder = _write_folder(tmp_path / 'images', {'train': _constant_images(3),
                                                'val': _constant_images(5, num_classes=5)})
   data_cfg = _data_cfg(tmp_path, source='folder', folder=folder)
-  with pytest.raises(input_pipeline.BadImageError, match=r'class_3.*img_0003\.png'):
-    list(input_pipeline.eval_batches(data_cfg, global_batch_size=2, views='center'))
+  with pytest.raises(sources.BadImageError, match=r'class_3.*img_0003\.png'):
+    list(pipeline.eval_batches(DataSpec.from_config(data_cfg), global_batch_size=2, views='center'))
 
 
 def test_imagenet2012_missing_manual_dir_says_what_to_do(tmp_path):
   data_cfg = _data_cfg(tmp_path, source='imagenet2012',
                        manual_dir=str(tmp_path / 'manual'))
   with pytest.raises(ValueError) as e:
-    input_pipeline.dataset_info(data_cfg)
+    sources.dataset_info(DataSpec.from_config(data_cfg))
   message = str(e.value)
-  assert isinstance(e.value, input_pipeline.ManualDownloadError)
+  assert isinstance(e.value, sources.ManualDownloadError)
   assert '\n' not in message
   for needed in ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar',
                  str(tmp_path / 'manual'), 'config.data.manual_dir'):
@@ -419,14 +433,15 @@ def test_end_to_end_under_tfds_mock_data(tmp_path, source):
   data_cfg = _data_cfg(tmp_path, source=source, flip=False, lighting='none',
                        statistics='imagenet')
   with tfds.testing.mock_data(num_examples=10):
-    info = input_pipeline.dataset_info(data_cfg)
+    info = sources.dataset_info(DataSpec.from_config(data_cfg))
     assert info.num_classes == len(info.class_names) == (
         1000 if source == 'imagenet2012' else 10)
-    b = next(input_pipeline.train_batches(data_cfg, global_batch_size=4, seed=0))
-    ev = list(input_pipeline.eval_batches(data_cfg, global_batch_size=4, views='ten'))
+    b = next(pipeline.train_batches(DataSpec.from_config(data_cfg), global_batch_size=4, seed=0))
+    ev = list(pipeline.eval_batches(DataSpec.from_config(data_cfg), global_batch_size=4,
+                                    views='ten'))
   # statistics='imagenet': the ImageNet per-channel mean was subtracted, so adding it back
   # gives 0-255 pixel values.
-  restored = b['images'] + input_pipeline.IMAGENET_RGB_MEAN
+  restored = b['images'] + statistics.IMAGENET_RGB_MEAN
   assert b['images'].shape == (4, 224, 224, 3)
   assert restored.min() >= -1e-3 and restored.max() <= 255 + 1e-3 and restored.std() > 1
   assert ((0 <= b['labels']) & (b['labels'] < info.num_classes)).all()
@@ -436,15 +451,14 @@ def test_end_to_end_under_tfds_mock_data(tmp_path, source):
 
 
 def test_prepared_copy_is_read_instead_of_source(tmp_path):
-  from alexnet_jax import prepare  # pylint: disable=g-import-not-at-top
   # 300x260 images: the prepared copy holds them resized and centre-cropped to 256.
   items = [(np.full([260, 300, 3], 10 * k + 20, np.uint8), k % 2) for k in range(6)]
   folder = _write_folder(tmp_path / 'images', {'train': items, 'val': items[:2]})
   data_cfg = _data_cfg(tmp_path, source='folder', folder=folder, lighting='none',
                        stats_file=_write_stats(tmp_path / 's.npz', np.zeros([256, 256, 3])))
   for split in ('train', 'validation'):
-    prepare.prepare_split(data_cfg, split, examples_per_shard=4)
-  root = input_pipeline.prepared_dir(data_cfg)
+    sources.prepare_split(DataSpec.from_config(data_cfg), split, examples_per_shard=4)
+  root = sources.prepared_dir(DataSpec.from_config(data_cfg))
   # Keyed by the folder's absolute path, so another folder never reads this copy.
   key = 'folder-images-' + hashlib.sha1(folder.encode()).hexdigest()[:10]
   assert root == str(tmp_path / 'data_dir' / 'alexnet_jax_prepared' / key)
@@ -453,9 +467,10 @@ def test_prepared_copy_is_read_instead_of_source(tmp_path):
   # The original images are gone: only the prepared copy can answer.
   import shutil  # pylint: disable=g-import-not-at-top
   shutil.rmtree(folder)
-  info = input_pipeline.dataset_info(data_cfg)
+  info = sources.dataset_info(DataSpec.from_config(data_cfg))
   assert (info.num_train, info.num_eval, info.class_names) == (6, 2, ['class_0', 'class_1'])
-  ev = list(input_pipeline.eval_batches(data_cfg, global_batch_size=2, views='center'))
+  ev = list(pipeline.eval_batches(DataSpec.from_config(data_cfg), global_batch_size=2,
+                                  views='center'))
   values = ev[0]['images'][:, 0]
   np.testing.assert_allclose(values, np.broadcast_to([[[[20.]]], [[[30.]]]], values.shape),
                              atol=1.5)  # JPEG of a flat colour: within rounding.

@@ -1,4 +1,4 @@
-"""alexnet_jax.aot: the run's steps compiled for H100 and TPU without the hardware.
+"""alexnet_jax.aot (programs, hlo): the run's steps compiled for H100 and TPU without the hardware.
 
 The paper's exchange (Sec. 3.2) is checked on compiled programs for three backends: the
 columns' devices talk only before conv3, fc6, fc7 and fc8 (and, backward, in those
@@ -18,9 +18,12 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import aot, config as config_lib, parallel, targets
+from alexnet_jax import config as config_lib, model, parallel
+from alexnet_jax.aot import hlo as hlo_lib
+from alexnet_jax.aot import programs, targets
+from alexnet_jax.config import RunSpec
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 EXCHANGE_SCOPES = sorted(f'exchange_before_{layer}' for layer in ('conv3', 'fc6', 'fc7', 'fc8'))
 
 
@@ -58,7 +61,7 @@ def _check_paper_exchange(found, data):
   # columns' partial logits, whose transpose needs no communication.
   assert sorted(c.scope for c in on_model if c.backward) == EXCHANGE_SCOPES[:3]
   assert all(c.axes == ('model',) for c in on_model), on_model
-  assert aot.exchange_problems(found, 2) == []
+  assert hlo_lib.exchange_problems(found, 2) == []
   on_data = [c for c in found if c.axes == ('data',)]
   if data > 1:
     assert any(c.backward and c.kind == 'all-reduce' for c in on_data), found  # The gradient sum.
@@ -71,13 +74,13 @@ def _check_paper_exchange(found, data):
 
 def test_replica_groups_in_both_spellings():
   line = 'x = f32[4] all-reduce(f32[4] %a), replica_groups={{0,2},{1,3}}, to_apply=%add'
-  assert aot._replica_groups(line, 4) == [[0, 2], [1, 3]]
+  assert hlo_lib._replica_groups(line, 4) == [[0, 2], [1, 3]]
   # XLA's iota form: iota(4) as [2, 2], transposed by (1, 0), as 2 groups of 2.
   line = 'x = f32[4] all-reduce(f32[4] %a), replica_groups=[2,2]<=[2,2]T(1,0), to_apply=%add'
-  assert aot._replica_groups(line, 4) == [[0, 2], [1, 3]]
+  assert hlo_lib._replica_groups(line, 4) == [[0, 2], [1, 3]]
   line = 'x = f32[4] all-reduce(f32[4] %a), replica_groups=[1,4]<=[4], to_apply=%add'
-  assert aot._replica_groups(line, 4) == [[0, 1, 2, 3]]
-  assert aot._replica_groups('x = f32[4] all-reduce(f32[4] %a), replica_groups={}', 4) == [[0, 1, 2, 3]]
+  assert hlo_lib._replica_groups(line, 4) == [[0, 1, 2, 3]]
+  assert hlo_lib._replica_groups('x = f32[4] all-reduce(f32[4] %a), replica_groups={}', 4) == [[0, 1, 2, 3]]
 
 
 def test_collectives_read_kind_axis_size_and_direction():
@@ -94,7 +97,7 @@ def test_collectives_read_kind_axis_size_and_direction():
       'channel_id=3, replica_groups=[2,2]<=[2,2]T(1,0), to_apply=%add, '
       'metadata={op_name="jit(train_step)/transpose(jvp())/shard_map/AlexNet/conv1/psum_invariant"}',
   ])
-  found = aot.collectives(hlo, (2, 2))
+  found = hlo_lib.collectives(hlo, (2, 2))
   assert [(c.kind, c.axes, c.bytes, c.backward, c.scope) for c in found] == [
       ('all-gather', ('model',), 2 * 8 * 13 * 13 * 256, False, 'exchange_before_conv3'),
       ('reduce-scatter', ('model',), 4 * 8 * 2048, True, 'exchange_before_fc7'),
@@ -104,12 +107,12 @@ def test_collectives_read_kind_axis_size_and_direction():
 
 
 def test_exchange_problems_name_what_crosses_the_model_axis():
-  ok = [aot.Collective('all-gather', ('model',), 1, False, s) for s in EXCHANGE_SCOPES[:3]]
-  ok += [aot.Collective('all-reduce', ('model',), 1, False, EXCHANGE_SCOPES[3])]
-  ok += [aot.Collective('reduce-scatter', ('model',), 1, True, s) for s in EXCHANGE_SCOPES[:3]]
-  assert aot.exchange_problems(ok, 2) == []
-  extra = ok + [aot.Collective('all-reduce', ('data', 'model'), 1, True, 'AlexNet/fc8/psum_invariant')]
-  (problem,) = aot.exchange_problems(extra, 2)
+  ok = [hlo_lib.Collective('all-gather', ('model',), 1, False, s) for s in EXCHANGE_SCOPES[:3]]
+  ok += [hlo_lib.Collective('all-reduce', ('model',), 1, False, EXCHANGE_SCOPES[3])]
+  ok += [hlo_lib.Collective('reduce-scatter', ('model',), 1, True, s) for s in EXCHANGE_SCOPES[:3]]
+  assert hlo_lib.exchange_problems(ok, 2) == []
+  extra = ok + [hlo_lib.Collective('all-reduce', ('data', 'model'), 1, True, 'AlexNet/fc8/psum_invariant')]
+  (problem,) = hlo_lib.exchange_problems(extra, 2)
   assert 'AlexNet/fc8/psum_invariant' in problem and 'backward' in problem
 
 
@@ -121,7 +124,7 @@ def test_hbm_bytes_adds_each_entry_kernels_operands_and_results():
       '  %f = f32[4]{0} fusion(f32[4]{0} %a), kind=kLoop, calls=%fused, metadata={op_name="x"}',
       '  %c = bf16[2,3]{1,0} copy(bf16[2,3]{1,0} %b)',
       '  ROOT %t = (f32[4]{0}, bf16[2,3]{1,0}) tuple(f32[4]{0} %f, bf16[2,3]{1,0} %c)', '}'])
-  assert aot.hbm_bytes(hlo) == (16 + 16) + (12 + 12)  # The fusion and the copy: in and out.
+  assert hlo_lib.hbm_bytes(hlo) == (16 + 16) + (12 + 12)  # The fusion and the copy: in and out.
 
 
 @pytest.mark.parametrize('fixed, per_image, usable', [(3e8, 1.3e7, 6e10), (1e9, 2.1e6, 1.6e10),
@@ -135,14 +138,14 @@ def test_largest_batch_finds_the_formula_s_answer(monkeypatch, fixed, per_image,
   def fake_compile(config, layout, batch):
     b = batch // layout.data_size
     memory.setdefault(b, fixed + per_image * b * (1 + 0.01 * rng.uniform(-1, 1)))
-    return aot.Compiled(0.0, {'total': memory[b]}, None, 0.0, [], '')
+    return programs.Compiled(0.0, {'total': memory[b]}, None, 0.0, [], '')
 
   class Layout:
     data_size = 2
 
-  monkeypatch.setattr(aot, '_compile_or_none', fake_compile)
+  monkeypatch.setattr(programs, '_compile_or_none', fake_compile)
   first = fake_compile(None, Layout, 2 * 64)
-  found, tried = aot.largest_batch(None, Layout, int(usable), first, 64, max_compiles=20)
+  found, tried = programs.largest_batch(None, Layout, int(usable), first, 64, max_compiles=20)
   fits = [b for b in range(8, 100_000, 8) if memory.get(b, fixed + per_image * b) <= usable]
   want = max(fits, default=0)
   assert found == want
@@ -156,24 +159,25 @@ def test_largest_batch_finds_the_formula_s_answer(monkeypatch, fixed, per_image,
 @pytest.mark.parametrize('shape', [(1, 2), (2, 2)])
 def test_cpu_train_step_talks_only_where_the_paper_says(shape):
   cfg = _config(*shape, batch=4, small=True)
-  layout = parallel.Layout.from_config(cfg, devices=jax.devices()[:shape[0] * shape[1]])
-  compiled = aot.compile_train_step(cfg, layout, cfg.batch_size)
+  layout = parallel.Layout.for_run(RunSpec.from_config(cfg),
+                                   devices=jax.devices()[:shape[0] * shape[1]])
+  compiled = programs.compile_train_step(RunSpec.from_config(cfg), layout, cfg.batch_size)
   _check_paper_exchange(compiled.collectives, shape[0])
 
 
 def test_network_flops_match_the_layer_formula():
-  spec = parallel.model.Spec.from_config(config_lib.paper_config().model)
+  spec = model.Spec.from_config(config_lib.paper_config().model)
 
   def taps(n_in, k, stride, pad_before, n_out):
     """Kernel taps that land on the image (not on zero padding), summed over outputs."""
     return sum(0 <= o * stride - pad_before + t < n_in for o in range(n_out) for t in range(k))
 
-  conv1 = taps(224, 11, 4, parallel.model.conv1_padding(224)[0], 55) ** 2 * 3 * 96
+  conv1 = taps(224, 11, 4, model.conv1_padding(224)[0], 55) ** 2 * 3 * 96
   conv2 = taps(27, 5, 1, 2, 27) ** 2 * 48 * 256  # Per column: 48 maps in, 128 out; x 2.
   conv345 = taps(13, 3, 1, 1, 13) ** 2 * (256 * 384 + 192 * 384 + 192 * 256)
   fc = 9216 * 4096 + 4096 * 4096 + 4096 * 1000
   multiply_adds = conv1 + conv2 + conv345 + fc
-  flops = aot.network_flops(spec)
+  flops = programs.network_flops(spec)
   # XLA counts 2 per multiply-add of the taps on the image, plus the elementwise layers
   # (biases, ReLUs, LRN, pooling, dropout): a few percent more. Counting padded taps too
   # gives the README's other figure, 1.449 G.
@@ -185,17 +189,17 @@ def test_h100_pair_compiles_the_paper_split_in_bfloat16():
   devices, device = targets.devices('h100', '1x1x2')
   assert [d.device_kind for d in devices] == ['NVIDIA H100 80GB HBM3'] * 2
   cfg = _config(1, 2, batch=16, dtype='bfloat16')
-  layout = parallel.Layout.from_config(cfg, devices=devices)
-  compiled = aot.compile_train_step(cfg, layout, cfg.batch_size)
+  layout = parallel.Layout.for_run(RunSpec.from_config(cfg), devices=devices)
+  compiled = programs.compile_train_step(RunSpec.from_config(cfg), layout, cfg.batch_size)
   _check_paper_exchange(compiled.collectives, 1)
   # Memory: the arguments hold at least this device's half of the params and momentum
   # (float32), and the whole fits in the device's usable memory.
   half_params = 4 * sum(np.prod(s) for s in jax.tree.leaves(
-      parallel.model.param_shapes(layout.spec), is_leaf=lambda x: isinstance(x, tuple))) / 2
+      model.param_shapes(layout.spec), is_leaf=lambda x: isinstance(x, tuple))) / 2
   assert compiled.memory['arguments'] >= 2 * 0.95 * half_params
-  assert compiled.memory['total'] < device.memory_bytes * aot.GPU_MEMORY_FRACTION
+  assert compiled.memory['total'] < device.memory_bytes * programs.GPU_MEMORY_FRACTION
   # bfloat16 convolutions: cuDNN's calls take bf16 operands, and nothing else.
-  assert aot.convolution_dtypes(compiled.hlo) == ['bf16']
+  assert hlo_lib.convolution_dtypes(compiled.hlo) == ['bf16']
   # conv1-5 forward and their kernels' gradients, and the inputs' gradients of conv2-5 (the
   # image needs none): one cuDNN call each.
   assert compiled.hlo.count('__cudnn$conv') == 5 + 5 + 4
@@ -204,19 +208,19 @@ def test_h100_pair_compiles_the_paper_split_in_bfloat16():
 @_needs('libtpu')
 def test_tpu_v5e_slice_compiles_the_paper_split():
   # XLA:TPU writes two of this narrow network's transposes as all-reduces without JAX
-  # names: `aot.collectives` names them after their gathers (README, Targets).
+  # names: `hlo_lib.collectives` names them after their gathers (README, Targets).
   devices, device = targets.devices('v5e', '2x2')
   assert len(devices) == 4
   cfg = _config(2, 2, batch=16, small=True)
-  layout = parallel.Layout.from_config(cfg, devices=devices)
-  compiled = aot.compile_train_step(cfg, layout, cfg.batch_size)
+  layout = parallel.Layout.for_run(RunSpec.from_config(cfg), devices=devices)
+  compiled = programs.compile_train_step(RunSpec.from_config(cfg), layout, cfg.batch_size)
   _check_paper_exchange(compiled.collectives, 2)
   assert compiled.memory['total'] < device.memory_bytes
   # XLA's cost analysis against the network's count (forward and twice that backward),
   # less conv1's input gradient, which the image does not need: conv1's forward FLOPs over
   # the taps that land on the image (2 per multiply-add, 8 maps of 3 channels).
   conv1 = 2 * 602 ** 2 * 3 * cfg.model.conv_features[0]  # 602: test_network_flops' taps.
-  want = (3 * aot.network_flops(layout.spec) - conv1) * cfg.batch_size / len(devices)
+  want = (3 * programs.network_flops(layout.spec) - conv1) * cfg.batch_size / len(devices)
   assert abs(compiled.flops - want) < 0.1 * want  # Backends count elementwise work apart.
 
 
@@ -259,7 +263,7 @@ def test_an_unnamed_all_reduce_of_a_gathered_shape_is_that_gather_s_transpose():
       # Not a gathered shape: left unnamed, and so counted against the paper's exchange.
       '%other = f32[8,31]{1,0} all-reduce(f32[8,31]{1,0} %z), replica_groups={{0,1},{2,3}}, to_apply=%add',
   ])
-  found = aot.collectives(hlo, (2, 2))
+  found = hlo_lib.collectives(hlo, (2, 2))
   assert [(c.kind, c.backward, c.scope) for c in found] == [
       ('all-gather', False, 'exchange_before_fc7'), ('all-reduce', True, 'exchange_before_fc7'),
       ('all-reduce', False, '')]

@@ -5,10 +5,10 @@ import os
 import subprocess
 import sys
 
-from alexnet_jax import report
+from alexnet_jax.analysis import report
 from configs import default, paper
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_run(path, config, metrics, result=None):
@@ -24,7 +24,8 @@ def write_run(path, config, metrics, result=None):
 
 
 def eval_json(centre, ten):
-  return {'step': 900, 'center': {'top1_error': centre[0], 'top5_error': centre[1], 'examples': 50000},
+  return {'step': 900, 'center': {'top1_error': centre[0], 'top5_error': centre[1],
+                                  'examples': 50000},
           'ten': {'top1_error': ten[0], 'top5_error': ten[1], 'examples': 50000},
           'devices': '2 x gpu'}
 
@@ -100,7 +101,8 @@ def test_table(tmp_path):
 def test_command_writes_the_same_table(tmp_path):
   paths = make_runs(tmp_path)
   output = str(tmp_path / 'report.md')
-  done = subprocess.run([sys.executable, '-m', 'alexnet_jax.report', *paths, f'--output={output}'],
+  done = subprocess.run([sys.executable, '-m', 'alexnet_jax.analysis.report', *paths,
+                         f'--output={output}'],
                         cwd=REPO, capture_output=True, text=True, check=True)
   with open(output) as f:
     written = f.read()
@@ -111,11 +113,11 @@ def test_command_writes_the_same_table(tmp_path):
 OUTSIDE = '''
 import importlib.util, json
 import alexnet_jax.bench.__main__ as bench
-from alexnet_jax import report
+from alexnet_jax.analysis import report
 print(json.dumps({
     'configs_on_path': importlib.util.find_spec('configs') is not None,
     'paper': report.paper_config(),
-    'bench': json.loads(bench._config(bench._parse([])).to_json()),
+    'bench': json.loads(bench._run_spec(bench._parse([])).config_json),
 }))
 '''
 

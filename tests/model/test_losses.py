@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import evaluate, losses, model, parallel
+from alexnet_jax import evaluate, model, parallel
+from alexnet_jax.model import losses
 
 NAN, INF = float('nan'), float('inf')
 

@@ -7,6 +7,7 @@ import pytest
 
 import alexnet_jax
 from alexnet_jax import model
+from alexnet_jax.model import layers
 
 
 def test_parameter_count_is_the_papers():
@@ -330,5 +331,5 @@ def test_lrn_window_sum_on_every_backend_matches_numpy(channels, n):
   NumPy loop over each channel's neighbours."""
   x = np.random.default_rng(channels).normal(size=(2, 3, channels)).astype(np.float32)
   want = np.stack([x[..., max(0, i - n // 2):i + n // 2 + 1].sum(-1) for i in range(channels)], -1)
-  for window_sum in (model._band_matmul_sum, model._shifted_sum):
+  for window_sum in (layers._band_matmul_sum, layers._shifted_sum):
     np.testing.assert_allclose(np.asarray(window_sum(jnp.asarray(x), n)), want, rtol=1e-6, atol=1e-6)

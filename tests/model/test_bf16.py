@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 
 import alexnet_jax
-from alexnet_jax import input_pipeline, model, optim, parallel, train
+from alexnet_jax import model, optim, parallel, train
+from alexnet_jax.data import pipeline
+from alexnet_jax.data.spec import DataSpec
 
 
 def _step(config):
   layout = parallel.Layout(parallel.make_mesh(1, 1, devices=jax.devices()[:1]),
                            model.Spec.from_config(config.model))
-  tx = optim.make_optimizer(config.optim, steps_per_epoch=6)
-  state = train.init_state(config, layout, tx)
+  tx = optim.make_optimizer(optim.OptimSpec.from_config(config.optim), steps_per_epoch=6).tx
+  state = train.init_state(config.seed, layout, tx)
   before = jax.tree.map(np.asarray, state['params'])
   images = 60.0 * jax.random.normal(jax.random.key(1), (4, 224, 224, 3), jnp.float32)
   images = jax.device_put(images, layout.batch_sharding)
@@ -53,17 +55,18 @@ def test_bf16_step_stays_close_to_float32(folder, tiny_config):
       assert cosine > (0.9 if name == 'conv1' else 0.98), (name, leaf, cosine)
 
 
-def test_bf16_training_learns(folder, tmp_path, tiny_config):
+def test_bf16_training_learns(folder, tmp_path, tiny_config, train_config):
   config = tiny_config(folder, **{'model.dtype': 'bfloat16', 'eval_views': ('center',)})
   workdir = str(tmp_path / 'run')
-  summary = train.train_and_evaluate(config, workdir)
+  summary = train_config(config, workdir)
   assert summary['step'] == 12
   assert summary['last_loss'] < summary['first_loss']
   # The checkpoint holds float32 params, and the evaluation agrees with a count in NumPy of
   # the one-device bfloat16 network's mistakes on the pipeline's centre crops.
   params = alexnet_jax.load_params(workdir)
   assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
-  batch = next(input_pipeline.eval_batches(config.data, global_batch_size=14, views='center'))
+  batch = next(pipeline.eval_batches(DataSpec.from_config(config.data), global_batch_size=14,
+                                     views='center'))
   logits = np.asarray(alexnet_jax.apply(params, batch['images'][:, 0], config.model), np.float32)
   wrong = np.argmax(logits, -1) != batch['labels']
   assert summary['eval']['center']['top1_error'] == pytest.approx(np.mean(wrong), abs=1e-6)

@@ -1,4 +1,4 @@
-"""The compiler options of alexnet_jax.compiler: applied on CPU, and the same numbers.
+"""The compiler options of alexnet_jax.parallel.compiler: applied on CPU, and the same numbers.
 
 On CPU the layout's jitted functions compile with XLA's own convolutions instead of
 YNNPACK's (faster here; the figures are in the README and come from
@@ -10,7 +10,8 @@ and Eigen convolutions are two independent implementations of the same sums.
 import jax
 import numpy as np
 
-from alexnet_jax import compiler, model, parallel
+from alexnet_jax import model, parallel
+from alexnet_jax.parallel import compiler
 from tests import tolerance
 
 

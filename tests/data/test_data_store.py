@@ -12,14 +12,13 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from alexnet_jax import input_pipeline, prepare
 from alexnet_jax.data import batches as batches_lib
-from alexnet_jax.data import sources
+from alexnet_jax.data import pipeline, sources, statistics
 from alexnet_jax.data.spec import DataSpec
 from configs import default
 
 SIZE = 32
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _folder(root, n_train=12, n_val=5, shape=(SIZE, SIZE, 3), seed=0):
@@ -49,7 +48,7 @@ def _cfg(tmp_path, folder, **overrides):
 
 def _prepare(cfg, store_format):
   for split in ('train', 'validation'):
-    prepare.prepare_split(cfg, split, store_format=store_format)
+    sources.prepare_split(DataSpec.from_config(cfg), split, store_format=store_format)
 
 
 def _one_line(e):
@@ -80,7 +79,7 @@ def test_spec_defaults_and_one_line_errors():
 def test_unknown_store_format_lists_the_choices(tmp_path):
   folder, _ = _folder(tmp_path / 'images', 3, 1)
   with pytest.raises(ValueError) as e:
-    prepare.prepare_split(_cfg(tmp_path, folder), 'train', store_format='png')
+    sources.prepare_split(DataSpec.from_config(_cfg(tmp_path, folder)), 'train', store_format='png')
   assert "('jpeg', 'raw')" in _one_line(e)
 
 
@@ -92,17 +91,18 @@ def test_copy_of_another_stored_size_is_a_one_line_error(tmp_path, store_format)
   folder, _ = _folder(tmp_path / 'images', 6, 2, shape=(40, 48, 3))
   cfg = _cfg(tmp_path, folder)
   _prepare(cfg, store_format)
-  with open(os.path.join(input_pipeline.prepared_dir(cfg), 'train', 'info.json')) as f:
+  with open(os.path.join(sources.prepared_dir(DataSpec.from_config(cfg)), 'train',
+                         'info.json')) as f:
     info = json.load(f)
   assert (info['size'], info['format'], info['num_examples']) == (SIZE, store_format, 6)
   other = _cfg(tmp_path, folder, stored_size=36, crop_size=32)
   with pytest.raises(ValueError) as e:
-    input_pipeline.dataset_info(other)
+    sources.dataset_info(DataSpec.from_config(other))
   message = _one_line(e)
   assert '32x32' in message and 'stored_size is 36' in message
-  assert 'alexnet_jax.prepare' in message and 'use_prepared=False' in message
+  assert 'alexnet_jax.data.prepare' in message and 'use_prepared=False' in message
   # Nothing was deleted, and the copy still serves the size it was made at.
-  assert input_pipeline.dataset_info(cfg).num_train == 6
+  assert sources.dataset_info(DataSpec.from_config(cfg)).num_train == 6
 
 
 # ------------------------------------------------------------------------- raw store
@@ -111,25 +111,27 @@ def test_copy_of_another_stored_size_is_a_one_line_error(tmp_path, store_format)
 def test_raw_copy_holds_the_source_pixels_exactly(tmp_path):
   folder, images = _folder(tmp_path / 'images')
   cfg = _cfg(tmp_path, folder)
-  direct = list(input_pipeline.eval_batches(cfg, global_batch_size=5, views='center'))
+  direct = list(pipeline.eval_batches(DataSpec.from_config(cfg), global_batch_size=5,
+                                      views='center'))
   _prepare(cfg, 'raw')
-  assert isinstance(input_pipeline.get_source(cfg), input_pipeline._PreparedSource)
-  root = input_pipeline.prepared_dir(cfg)
+  assert isinstance(sources.get_source(DataSpec.from_config(cfg)), sources.PreparedSource)
+  root = sources.prepared_dir(DataSpec.from_config(cfg))
   assert sorted(os.listdir(os.path.join(root, 'validation'))) == ['images.npy', 'info.json',
                                                                   'labels.npy']
   stored = np.load(os.path.join(root, 'validation', 'images.npy'))
   assert stored.dtype == np.uint8 and stored.shape == (5, SIZE, SIZE, 3)
   # The eval split is stored in the source's order: PNG -> uint8 -> the same pixels.
   np.testing.assert_array_equal(stored, np.stack([im for im, _ in _sorted(images['val'])]))
-  from_copy = list(input_pipeline.eval_batches(cfg, global_batch_size=5, views='center'))
+  from_copy = list(pipeline.eval_batches(DataSpec.from_config(cfg), global_batch_size=5,
+                                         views='center'))
   for a, b in zip(direct, from_copy):
     np.testing.assert_array_equal(a['images'], b['images'])
     np.testing.assert_array_equal(a['labels'], b['labels'])
   # Training: with crop = stored size, no reflection and no lighting, each epoch shows
   # every training image exactly once, minus the mean, with its label.
   train = {im.tobytes(): label for im, label in images['train']}
-  mean = input_pipeline.IMAGENET_RGB_MEAN
-  it = input_pipeline.train_batches(cfg, global_batch_size=4, seed=0)
+  mean = statistics.IMAGENET_RGB_MEAN
+  it = pipeline.train_batches(DataSpec.from_config(cfg), global_batch_size=4, seed=0)
   for _ in range(2):
     seen = []
     for _ in range(3):
@@ -150,14 +152,17 @@ def _sorted(items):
 def test_raw_copy_of_resized_images_is_the_rounded_jpeg_free_resample(tmp_path):
   folder, _ = _folder(tmp_path / 'images', 6, 3, shape=(45, 60, 3))
   cfg = _cfg(tmp_path, folder)
-  direct = next(input_pipeline.eval_batches(cfg, global_batch_size=3, views='center'))
+  direct = next(pipeline.eval_batches(DataSpec.from_config(cfg), global_batch_size=3,
+                                      views='center'))
   _prepare(cfg, 'raw')
-  raw = next(input_pipeline.eval_batches(cfg, global_batch_size=3, views='center'))
+  raw = next(pipeline.eval_batches(DataSpec.from_config(cfg), global_batch_size=3,
+                                   views='center'))
   # The raw copy stores the resampled image rounded to uint8: within half a level.
   np.testing.assert_allclose(raw['images'], direct['images'], atol=0.5 + 1e-3)
   jpeg_cfg = _cfg(tmp_path, folder, prepared_dir=str(tmp_path / 'jpeg_copy'))
   _prepare(jpeg_cfg, 'jpeg')
-  jpeg = next(input_pipeline.eval_batches(jpeg_cfg, global_batch_size=3, views='center'))
+  jpeg = next(pipeline.eval_batches(DataSpec.from_config(jpeg_cfg), global_batch_size=3,
+                                    views='center'))
   # JPEG (quality 90) of random noise is lossy; the raw copy is not.
   assert np.abs(jpeg['images'] - direct['images']).max() > 5
 
@@ -166,7 +171,8 @@ def test_raw_copy_resumes_and_splits_over_processes(tmp_path):
   folder, images = _folder(tmp_path / 'images', 16, 2)
   cfg = _cfg(tmp_path, folder, lighting='paper', flip=True, crop_size=24)
   _prepare(cfg, 'raw')
-  run = lambda **kw: input_pipeline.train_batches(cfg, global_batch_size=4, seed=0, **kw)
+  run = lambda **kw: pipeline.train_batches(DataSpec.from_config(cfg), global_batch_size=4,
+                                            seed=0, **kw)
   it = run()
   reference = [next(it) for _ in range(6)]
   resumed = run(start_step=3)
@@ -176,9 +182,9 @@ def test_raw_copy_resumes_and_splits_over_processes(tmp_path):
   plain = _cfg(tmp_path, folder)
   labels = []
   for p in range(2):
-    it = input_pipeline.train_batches(plain, global_batch_size=4, seed=0, process_index=p,
-                                      process_count=2)
-    labels.append([bytes(np.round(x + input_pipeline.IMAGENET_RGB_MEAN).astype(np.uint8))
+    it = pipeline.train_batches(DataSpec.from_config(plain), global_batch_size=4, seed=0,
+                                process_index=p, process_count=2)
+    labels.append([bytes(np.round(x + statistics.IMAGENET_RGB_MEAN).astype(np.uint8))
                    for _ in range(4) for x in next(it)['images']])
   assert not set(labels[0]) & set(labels[1])
   assert sorted(labels[0] + labels[1]) == sorted(im.tobytes() for im, _ in images['train'])
@@ -188,14 +194,14 @@ def test_truncated_raw_copy_is_a_one_line_error_and_is_kept(tmp_path):
   folder, _ = _folder(tmp_path / 'images', 6, 2)
   cfg = _cfg(tmp_path, folder)
   _prepare(cfg, 'raw')
-  path = os.path.join(input_pipeline.prepared_dir(cfg), 'train', 'images.npy')
+  path = os.path.join(sources.prepared_dir(DataSpec.from_config(cfg)), 'train', 'images.npy')
   size = os.path.getsize(path)
   with open(path, 'r+b') as f:
     f.truncate(size - 1000)
   with pytest.raises(ValueError) as e:
-    input_pipeline.dataset_info(cfg)
+    sources.dataset_info(DataSpec.from_config(cfg))
   message = _one_line(e)
-  assert 'truncated' in message and path in message and 'alexnet_jax.prepare' in message
+  assert 'truncated' in message and path in message and 'alexnet_jax.data.prepare' in message
   assert os.path.getsize(path) == size - 1000  # The evidence stays where it was.
   assert sources.get_source(DataSpec.from_config(cfg), use_prepared=False).num_examples(
       'train') == 6
@@ -214,14 +220,16 @@ import sys
 
 import numpy as np
 
-from alexnet_jax import input_pipeline
+from alexnet_jax.data import pipeline
+from alexnet_jax.data.spec import DataSpec
 from configs import default
 
 folder, data_dir, size, batch_size, num_batches = sys.argv[1:]
 cfg = default.get_config().data
 cfg.update(source='folder', folder=folder, data_dir=data_dir, stored_size=int(size),
            crop_size=int(size), statistics='imagenet', augment_on='device')
-batches = input_pipeline.train_batches(cfg, global_batch_size=int(batch_size), seed=0)
+batches = pipeline.train_batches(DataSpec.from_config(cfg), global_batch_size=int(batch_size),
+                                 seed=0)
 order, pixels, labels = hashlib.sha256(), 0, 0
 for _ in range(int(num_batches)):
   batch = next(batches)
@@ -241,7 +249,7 @@ def test_a_process_that_leaves_a_raw_store_pipeline_open_exits(tmp_path):
   folder, _ = _folder(tmp_path / 'images', n, 3, shape=(size, size, 3))
   cfg = _cfg(tmp_path, folder, stored_size=size, crop_size=size)
   _prepare(cfg, 'raw')
-  train_dir = os.path.join(input_pipeline.prepared_dir(cfg), 'train')
+  train_dir = os.path.join(sources.prepared_dir(DataSpec.from_config(cfg)), 'train')
   images = np.load(os.path.join(train_dir, 'images.npy'), mmap_mode='r')
   labels = np.load(os.path.join(train_dir, 'labels.npy'))
   expected = (f'batches {num_batches} pixels '
@@ -267,7 +275,7 @@ def test_batches_close_releases_the_pipeline(tmp_path):
   folder, _ = _folder(tmp_path / 'images', 8, 3)
   cfg = _cfg(tmp_path, folder, augment_on='device')
   _prepare(cfg, 'raw')
-  batches = input_pipeline.train_batches(cfg, global_batch_size=4, seed=0)
+  batches = pipeline.train_batches(DataSpec.from_config(cfg), global_batch_size=4, seed=0)
   first = next(batches)
   tf_iterator = weakref.ref(batches._iterator)  # pylint: disable=protected-access
   assert batches in batches_lib._OPEN  # pylint: disable=protected-access
@@ -275,17 +283,17 @@ def test_batches_close_releases_the_pipeline(tmp_path):
   assert tf_iterator() is None and batches not in batches_lib._OPEN  # pylint: disable=protected-access
   assert next(batches, None) is None
   batches.close()  # Idempotent.
-  with input_pipeline.train_batches(cfg, global_batch_size=4, seed=0) as again:
+  with pipeline.train_batches(DataSpec.from_config(cfg), global_batch_size=4, seed=0) as again:
     np.testing.assert_array_equal(next(again)['images'], first['images'])
   assert next(again, None) is None
 
   class Layout:  # Host arrays stand in for global arrays.
     global_batch = staticmethod(lambda batch: batch)
 
-  local = input_pipeline.train_batches(cfg, global_batch_size=4, seed=0)
-  with input_pipeline.device_batches(local, Layout(), 2) as on_devices:
+  local = pipeline.train_batches(DataSpec.from_config(cfg), global_batch_size=4, seed=0)
+  with pipeline.device_batches(local, Layout(), 2) as on_devices:
     np.testing.assert_array_equal(next(on_devices)['images'], first['images'])
   assert next(local, None) is None  # Closing the device batches closed their source.
   # A finite pipeline is released when it runs out.
-  ev = input_pipeline.eval_batches(cfg, global_batch_size=2, views='center')
+  ev = pipeline.eval_batches(DataSpec.from_config(cfg), global_batch_size=2, views='center')
   assert len(list(ev)) == 2 and ev not in batches_lib._OPEN  # pylint: disable=protected-access

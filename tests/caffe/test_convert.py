@@ -16,10 +16,16 @@ import numpy as np
 import pytest
 
 import alexnet_jax
-from alexnet_jax import caffe_proto, checkpoints, convert, model
+from alexnet_jax import model
+from alexnet_jax.caffe import convert
+from alexnet_jax.caffe import proto as caffe_proto
+from alexnet_jax.config import RunSpec
+from alexnet_jax.data import pipeline
+from alexnet_jax.data.spec import DataSpec
+from alexnet_jax.rundir import checkpoints
 from configs import caffe_bvlc
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # ------------------------------------------------------------- a protobuf wire writer
 
@@ -203,13 +209,24 @@ def relative_error(ours, ref):
 # ---------------------------------------------------------------------------- the tests
 
 
+def _read_caffemodel(path, model_cfg):
+  """convert.read_caffemodel against a model config, parsed as the command parses it."""
+  return convert.read_caffemodel(path, model.Spec.from_config(model_cfg))
+
+
+def _convert(path, output, config):
+  """What `python -m alexnet_jax.caffe.convert --config=...` does with `config`."""
+  return convert.convert(path, output, model.Spec.from_config(config.model), config.to_json())
+
+
+
 @pytest.mark.parametrize('v1', [False, True], ids=['layer', 'V1 layers'])
 def test_converted_checkpoint_gives_caffes_logits(tmp_path, v1):
   config = small_config()
   weights = random_weights(config.model)
   path = write_caffemodel(tmp_path / 'net.caffemodel', weights, v1=v1)
   workdir = str(tmp_path / 'run')
-  convert.convert(path, workdir, config)
+  _convert(path, workdir, config)
   params = alexnet_jax.load_params(workdir)  # The checkpoint --mode=eval reads.
   images = bgr_images(3)
   ref = torch_caffe_forward(weights, images)
@@ -236,7 +253,7 @@ def test_full_bvlc_alexnet_shapes(tmp_path):
   config = caffe_bvlc.get_config()
   weights = random_weights(config.model, seed=3)
   path = write_caffemodel(tmp_path / 'bvlc_alexnet.caffemodel', weights, v1=True)
-  params = convert.read_caffemodel(path, config.model)
+  params = _read_caffemodel(path, config.model)
   shapes = {n: {k: v.shape for k, v in layer.items()} for n, layer in params.items()}
   assert shapes == alexnet_jax.param_shapes(config.model)
   assert alexnet_jax.count_params(params) == 60_965_224
@@ -387,12 +404,12 @@ def test_malformed_and_truncated_files_are_one_line_errors(tmp_path):
   for name, content in cases.items():
     path = tmp_path / f'{name}.caffemodel'
     path.write_bytes(content)
-    message = _one_line_error(lambda p=str(path): convert.read_caffemodel(p, config.model),
+    message = _one_line_error(lambda p=str(path): _read_caffemodel(p, config.model),
                               str(path))
     assert 'download' in message, message
     if name in ('half', 'short'):
       assert 'truncated' in message, message
-  _one_line_error(lambda: convert.read_caffemodel(str(tmp_path / 'missing'), config.model),
+  _one_line_error(lambda: _read_caffemodel(str(tmp_path / 'missing'), config.model),
                   'not a file')
 
 
@@ -403,30 +420,30 @@ def test_networks_that_are_not_bvlc_alexnet_are_one_line_errors(tmp_path):
   wrong = dict(weights)
   wrong['conv2'] = (np.zeros((32, 16, 5, 5), np.float32), weights['conv2'][1])
   path = write_caffemodel(tmp_path / 'ungrouped.caffemodel', wrong)
-  _one_line_error(lambda: convert.read_caffemodel(path, config.model), 'conv2', '(32, 16, 5, 5)',
+  _one_line_error(lambda: _read_caffemodel(path, config.model), 'conv2', '(32, 16, 5, 5)',
                   '(32, 8, 5, 5)', 'not an AlexNet')
   # The full bvlc_alexnet config and a narrow file.
   path = write_caffemodel(tmp_path / 'narrow.caffemodel', weights)
-  _one_line_error(lambda: convert.read_caffemodel(path, caffe_bvlc.get_config().model),
+  _one_line_error(lambda: _read_caffemodel(path, caffe_bvlc.get_config().model),
                   'conv1', '(96, 3, 11, 11)')
   # A learned layer missing: another network.
   path = write_caffemodel(tmp_path / 'seven.caffemodel', weights, skip=('fc7',))
-  _one_line_error(lambda: convert.read_caffemodel(path, config.model), 'learned layers')
+  _one_line_error(lambda: _read_caffemodel(path, config.model), 'learned layers')
   # CaffeNet's order (pool before LRN): same shapes, another function.
   path = write_caffemodel(tmp_path / 'caffenet.caffemodel', weights, order='caffenet')
-  _one_line_error(lambda: convert.read_caffemodel(path, config.model), 'CaffeNet')
+  _one_line_error(lambda: _read_caffemodel(path, config.model), 'CaffeNet')
   # LRN constants other than the config's.
   path = write_caffemodel(tmp_path / 'lrn.caffemodel', weights, lrn=(5, 1e-3, 0.75, 1.0))
-  _one_line_error(lambda: convert.read_caffemodel(path, config.model), 'norm1', 'lrn_alpha')
+  _one_line_error(lambda: _read_caffemodel(path, config.model), 'norm1', 'lrn_alpha')
   # A model config that computes another function than Caffe's (the paper's dropout form).
   path = write_caffemodel(tmp_path / 'ok.caffemodel', weights)
   paper_dropout = small_config().model
   paper_dropout.dropout_form = 'paper'
-  _one_line_error(lambda: convert.read_caffemodel(path, paper_dropout), 'dropout_form')
+  _one_line_error(lambda: _read_caffemodel(path, paper_dropout), 'dropout_form')
 
 
 def _command(*args):
-  return subprocess.run([sys.executable, '-m', 'alexnet_jax.convert', *args], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', 'alexnet_jax.caffe.convert', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=600)
 
 
@@ -458,13 +475,13 @@ def test_command_line_and_mode_eval(tmp_path, write_dark_and_bright):
   config.data.folder = folder
   config.mesh.data, config.mesh.model = 1, 2
   config.eval_batch_size = 2
-  result = evaluate.evaluate_checkpoint(config, workdir)
+  result = evaluate.evaluate_checkpoint(RunSpec.from_config(config), workdir)
   assert result['step'] == 0
   for views in ('center', 'ten'):
     assert result[views]['examples'] == 6
   # The same numbers as the loaded params through `apply` on the pipeline's centre crops.
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  batch = next(input_pipeline.eval_batches(config.data, global_batch_size=6, views='center'))
+  batch = next(pipeline.eval_batches(DataSpec.from_config(config.data), global_batch_size=6,
+                                     views='center'))
   logits = np.asarray(alexnet_jax.apply(alexnet_jax.load_params(workdir), batch['images'][:, 0],
                                         config.model))
   assert result['center']['top1_error'] == pytest.approx(
@@ -478,11 +495,11 @@ def test_converted_weights_go_to_a_bucket_and_come_back(tmp_path, on_object_stor
   config = small_config()
   path = write_caffemodel(tmp_path / 'net.caffemodel', random_weights(config.model))
   output = f"{on_object_store.make_bucket('alexnet-jax-convert')}/converted"
-  assert convert.convert(str(path), output, config) == f'{output}/checkpoints/0'
-  expected = convert.read_caffemodel(str(path), config.model)
+  assert _convert(str(path), output, config) == f'{output}/checkpoints/0'
+  expected = _read_caffemodel(str(path), config.model)
   loaded = alexnet_jax.load_params(output)
   for name in expected:
     for leaf in expected[name]:
       np.testing.assert_array_equal(loaded[name][leaf], expected[name][leaf])
   with pytest.raises(ValueError, match=f'{output}/checkpoints already holds checkpoints'):
-    convert.convert(str(path), output, config)
+    _convert(str(path), output, config)

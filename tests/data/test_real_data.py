@@ -10,7 +10,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from alexnet_jax import input_pipeline, prepare, stats
+from alexnet_jax.config import RunSpec
+from alexnet_jax.data import pipeline, sources, statistics
+from alexnet_jax.data.spec import DataSpec
 from configs import default
 
 CLASSES, PER_CLASS, BATCH = 200, 20, 128
@@ -67,8 +69,8 @@ def _assert_batches_span_like_random_draws(data_cfg, process_count=1, batches=3)
   mean, sd = _distinct_classes_law(CLASSES * PER_CLASS, CLASSES, PER_CLASS,
                                    BATCH // process_count)
   for p in range(process_count):
-    it = input_pipeline.train_batches(data_cfg, global_batch_size=BATCH, seed=0,
-                                      process_index=p, process_count=process_count)
+    it = pipeline.train_batches(DataSpec.from_config(data_cfg), global_batch_size=BATCH,
+                                seed=0, process_index=p, process_count=process_count)
     spans = [len(set(next(it)['labels'].tolist())) for _ in range(batches)]
     # A sorted folder through a 512-example buffer gave 32-42 classes, against about 96.
     assert min(spans) > mean - 4 * sd, (spans, mean, sd)
@@ -84,10 +86,10 @@ def test_sorted_folder_bigger_than_the_buffer_gives_mixed_batches(big_folder, tm
 
 def test_prepared_copy_of_a_sorted_folder_gives_mixed_batches(big_folder, tmp_path):
   data_cfg = _small_cfg(tmp_path, big_folder, shuffle_buffer=512, statistics='imagenet')
-  prepare.prepare_split(data_cfg, 'train')
-  prepare.prepare_split(data_cfg, 'validation')
-  source = input_pipeline.get_source(data_cfg)
-  assert isinstance(source, input_pipeline._PreparedSource)  # The copy is what is read.
+  sources.prepare_split(DataSpec.from_config(data_cfg), 'train')
+  sources.prepare_split(DataSpec.from_config(data_cfg), 'validation')
+  source = sources.get_source(DataSpec.from_config(data_cfg))
+  assert isinstance(source, sources.PreparedSource)  # The copy is what is read.
   _assert_batches_span_like_random_draws(data_cfg)
 
 
@@ -95,7 +97,7 @@ def test_folder_epochs_are_new_permutations(tmp_path):
   folder = _write_classes(tmp_path / 'images', {'train': {'a': 30, 'b': 34},
                                                 'val': {'a': 1}})
   data_cfg = _small_cfg(tmp_path, folder, statistics='imagenet')
-  it = input_pipeline.train_batches(data_cfg, global_batch_size=64, seed=0)
+  it = pipeline.train_batches(DataSpec.from_config(data_cfg), global_batch_size=64, seed=0)
   epochs = [next(it) for _ in range(3)]
   # Every epoch holds each image exactly once (the labels' multiset), in a new order.
   for e in epochs:
@@ -120,19 +122,21 @@ def test_prepared_copy_and_stats_of_folder_a_are_never_read_for_folder_b(tmp_pat
   a, b = _dark_and_bright_folders(tmp_path)
   cfg_a = _small_cfg(tmp_path, a)
   for split in ('train', 'validation'):
-    prepare.prepare_split(cfg_a, split)
-  stats_a = input_pipeline.load_stats(cfg_a)
+    sources.prepare_split(DataSpec.from_config(cfg_a), split)
+  stats_a = statistics.load_stats(DataSpec.from_config(cfg_a))
   cfg_b = _small_cfg(tmp_path, b)  # The same data_dir.
-  info = input_pipeline.dataset_info(cfg_b)
+  info = sources.dataset_info(DataSpec.from_config(cfg_b))
   assert (info.num_train, info.class_names) == (35, ['ant', 'cow'])
-  stats_b = input_pipeline.load_stats(cfg_b)
-  assert input_pipeline.stats_path(cfg_a) != input_pipeline.stats_path(cfg_b)
+  stats_b = statistics.load_stats(DataSpec.from_config(cfg_b))
+  assert (sources.stats_path(DataSpec.from_config(cfg_a))
+          != sources.stats_path(DataSpec.from_config(cfg_b)))
   # Each mean image is its own folder's: flat 40 and flat 220 (JPEG-exact for flat images).
   np.testing.assert_allclose(stats_a.mean_image, 40, atol=1)
   np.testing.assert_allclose(stats_b.mean_image, 220, atol=1)
-  batch = next(input_pipeline.train_batches(
-      _small_cfg(tmp_path, b, statistics='imagenet', flip=False), global_batch_size=35, seed=0))
-  restored = batch['images'] + input_pipeline.IMAGENET_RGB_MEAN  # B's pixels, not A's.
+  batch = next(pipeline.train_batches(
+      DataSpec.from_config(_small_cfg(tmp_path, b, statistics='imagenet', flip=False)),
+      global_batch_size=35, seed=0))
+  restored = batch['images'] + statistics.IMAGENET_RGB_MEAN  # B's pixels, not A's.
   np.testing.assert_allclose(restored, 220, atol=1)
   assert sorted(batch['labels'].tolist()) == [0] * 18 + [1] * 17
 
@@ -142,9 +146,9 @@ def test_folder_changed_after_prepare_stops_and_stats_are_recomputed(tmp_path, c
   a, _ = _dark_and_bright_folders(tmp_path)
   data_cfg = _small_cfg(tmp_path, a)
   for split in ('train', 'validation'):
-    prepare.prepare_split(data_cfg, split)
-  path = stats.write_stats(data_cfg)
-  assert input_pipeline.dataset_info(data_cfg).num_train == 36
+    sources.prepare_split(DataSpec.from_config(data_cfg), split)
+  path = statistics.write_stats(DataSpec.from_config(data_cfg))
+  assert sources.dataset_info(DataSpec.from_config(data_cfg)).num_train == 36
   if change == 'gains':
     Image.fromarray(np.full([32, 32, 3], 200, np.uint8)).save(
         os.path.join(a, 'train', 'bee', 'new.jpg'))
@@ -154,14 +158,14 @@ def test_folder_changed_after_prepare_stops_and_stats_are_recomputed(tmp_path, c
     os.remove(os.path.join(a, 'train', 'ant', '001.jpg'))
     expected, mean = 34, 40
   with pytest.raises(ValueError) as e:
-    input_pipeline.dataset_info(data_cfg)
+    sources.dataset_info(DataSpec.from_config(data_cfg))
   message = str(e.value)
-  assert '\n' not in message and 'alexnet_jax.prepare' in message and 'use_prepared' in message
+  assert '\n' not in message and 'alexnet_jax.data.prepare' in message and 'use_prepared' in message
   assert '36 files' in message
   # Without the stale copy, the statistics of the folder as it is now are computed again.
   data_cfg.use_prepared = False
-  assert input_pipeline.dataset_info(data_cfg).num_train == expected
-  loaded = input_pipeline.load_stats(data_cfg)
+  assert sources.dataset_info(DataSpec.from_config(data_cfg)).num_train == expected
+  loaded = statistics.load_stats(DataSpec.from_config(data_cfg))
   with np.load(path) as f:
     assert int(f['num_examples']) == expected
   np.testing.assert_allclose(loaded.mean_image, mean, atol=1)
@@ -169,23 +173,23 @@ def test_folder_changed_after_prepare_stops_and_stats_are_recomputed(tmp_path, c
 
 def test_stats_file_of_another_dataset_is_refused(tmp_path):
   a, b = _dark_and_bright_folders(tmp_path)
-  path = stats.write_stats(_small_cfg(tmp_path, a))
+  path = statistics.write_stats(DataSpec.from_config(_small_cfg(tmp_path, a)))
   with pytest.raises(ValueError, match=r'holds the statistics of folder .*A.*statistics=imagenet'):
-    input_pipeline.load_stats(_small_cfg(tmp_path, b, stats_file=path))
+    statistics.load_stats(DataSpec.from_config(_small_cfg(tmp_path, b, stats_file=path)))
 
 
 def test_prepared_copy_is_read_once_the_folder_is_gone_but_not_for_another_path(tmp_path):
   a, _ = _dark_and_bright_folders(tmp_path)
   data_cfg = _small_cfg(tmp_path, a, statistics='imagenet')
   for split in ('train', 'validation'):
-    prepare.prepare_split(data_cfg, split)
-  copy = input_pipeline.prepared_dir(data_cfg)
+    sources.prepare_split(DataSpec.from_config(data_cfg), split)
+  copy = sources.prepared_dir(DataSpec.from_config(data_cfg))
   shutil.rmtree(a)
-  assert input_pipeline.dataset_info(data_cfg).num_train == 36
+  assert sources.dataset_info(DataSpec.from_config(data_cfg)).num_train == 36
   # The copy of A offered as the prepared copy of a folder that never existed.
   other = _small_cfg(tmp_path, str(tmp_path / 'C'), prepared_dir=copy)
   with pytest.raises(ValueError, match='was not made from split'):
-    input_pipeline.dataset_info(other)
+    sources.dataset_info(DataSpec.from_config(other))
 
 
 # ---------------------------------------------------------------- automatic statistics
@@ -203,10 +207,10 @@ def test_missing_statistics_are_computed_with_a_progress_line(tmp_path, capfd):
   os.makedirs(root / 'val' / 'c0')
   Image.fromarray(images[0]).save(root / 'val' / 'c0' / 'v.png')
   data_cfg = _small_cfg(tmp_path, str(root))
-  assert not os.path.exists(input_pipeline.stats_path(data_cfg))
-  loaded = input_pipeline.load_stats(data_cfg)
+  assert not os.path.exists(sources.stats_path(DataSpec.from_config(data_cfg)))
+  loaded = statistics.load_stats(DataSpec.from_config(data_cfg))
   np.testing.assert_allclose(loaded.mean_image, np.mean(images, axis=0), atol=1e-4)
-  assert os.path.exists(input_pipeline.stats_path(data_cfg))
+  assert os.path.exists(sources.stats_path(DataSpec.from_config(data_cfg)))
   err = capfd.readouterr().err
   assert 'dataset statistics' in err and 'images/s' in err and 'ETA' in err and '6/6' in err
 
@@ -218,17 +222,16 @@ def test_demo_config_computes_its_own_mean():
 
 
 def test_unknown_statistics_value_is_a_one_line_error(tmp_path):
-  from alexnet_jax import preflight  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.data.statistics = 'mean'
   with pytest.raises(ValueError, match=r"config.data.statistics must be one of \('train_split'"):
-    preflight.check_config(config)
+    RunSpec.from_config(config)  # Where preflight.check_config was: the one parse of a config.
 
 
 def test_empty_class_folder_is_named(tmp_path):
   folder = _write_classes(tmp_path / 'images', {'train': {'a': 3, 'b': 3}, 'val': {'a': 1}})
   os.makedirs(os.path.join(folder, 'train', 'empty_class'))
-  with pytest.raises(input_pipeline.BadImageError) as e:
-    input_pipeline.dataset_info(_small_cfg(tmp_path, folder))
+  with pytest.raises(sources.BadImageError) as e:
+    sources.dataset_info(DataSpec.from_config(_small_cfg(tmp_path, folder)))
   assert 'empty_class' in str(e.value) and 'no image files' in str(e.value)
   assert '\n' not in str(e.value)

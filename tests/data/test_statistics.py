@@ -1,4 +1,4 @@
-"""Tests of `python -m alexnet_jax.stats` against NumPy on known images."""
+"""Tests of `python -m alexnet_jax.data.statistics` against NumPy on known images."""
 
 import hashlib
 import itertools
@@ -9,11 +9,11 @@ import sys
 import numpy as np
 from PIL import Image
 
-from alexnet_jax import input_pipeline
-from alexnet_jax import stats
+from alexnet_jax.data import statistics
+from alexnet_jax.data.spec import DataSpec
 from configs import default
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _known_folder(root, num_images=5):
@@ -52,7 +52,7 @@ def _data_cfg(tmp_path):
 def test_stats_match_numpy_and_pipeline_reads_them(tmp_path):
   images = _known_folder(tmp_path / 'images')
   data_cfg = _data_cfg(tmp_path)
-  path = stats.write_stats(data_cfg)
+  path = statistics.write_stats(DataSpec.from_config(data_cfg))
   key = 'folder-images-' + hashlib.sha1(data_cfg.folder.encode()).hexdigest()[:10]
   assert path == str(tmp_path / 'data_dir' / 'alexnet_jax_stats' / f'{key}-train.npz')
   mean_image, cov = _numpy_stats(images)
@@ -64,7 +64,7 @@ def test_stats_match_numpy_and_pipeline_reads_them(tmp_path):
   np.testing.assert_allclose(eigval, np.sort(np.linalg.eigvalsh(cov))[::-1], rtol=1e-6)
   np.testing.assert_allclose(cov @ eigvec, eigvec * eigval, atol=1e-8)  # C p_i = l_i p_i.
   np.testing.assert_allclose(eigvec.T @ eigvec, np.eye(3), atol=1e-8)
-  loaded = input_pipeline.load_stats(data_cfg)
+  loaded = statistics.load_stats(DataSpec.from_config(data_cfg))
   np.testing.assert_allclose(loaded.mean_image, mean_image, atol=1e-4)
   np.testing.assert_allclose(loaded.original_stddev, 255 * np.sqrt(eigval), rtol=1e-5)
 
@@ -83,7 +83,7 @@ def test_stats_max_examples_and_resize(tmp_path):
   data_cfg = _data_cfg(tmp_path)
   data_cfg.stats_max_examples = 2
   data_cfg.stats_file = str(tmp_path / 'custom.npz')
-  result = stats.compute_stats(data_cfg)
+  result = statistics.compute_stats(DataSpec.from_config(data_cfg))
   matches = []
   for pair in itertools.combinations(colours, 2):
     two = np.array(pair, np.float64)
@@ -94,7 +94,7 @@ def test_stats_max_examples_and_resize(tmp_path):
       matches.append(pair)
   assert len(matches) == 1
   assert int(result['num_examples']) == 2
-  again = stats.compute_stats(data_cfg)
+  again = statistics.compute_stats(DataSpec.from_config(data_cfg))
   np.testing.assert_array_equal(again['mean_image'], result['mean_image'])
 
 
@@ -102,7 +102,7 @@ def test_stats_command_line_with_config_overrides(tmp_path):
   images = _known_folder(tmp_path / 'images', num_images=2)
   out = tmp_path / 'cli.npz'
   subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.stats', '--config=configs/default.py',
+      [sys.executable, '-m', 'alexnet_jax.data.statistics', '--config=configs/default.py',
        '--config.data.source=folder', f'--config.data.folder={tmp_path / "images"}',
        f'--config.data.data_dir={tmp_path / "data_dir"}', f'--config.data.stats_file={out}'],
       cwd=_REPO, check=True, capture_output=True, env={**os.environ, 'PYTHONPATH': _REPO})
@@ -113,7 +113,7 @@ def test_stats_command_line_with_config_overrides(tmp_path):
 def test_statistics_imagenet_uses_the_constants_without_a_pass(tmp_path):
   data_cfg = _data_cfg(tmp_path)  # Its folder does not exist: no pass can read it.
   data_cfg.statistics = 'imagenet'
-  loaded = input_pipeline.load_stats(data_cfg)
+  loaded = statistics.load_stats(DataSpec.from_config(data_cfg))
   np.testing.assert_allclose(loaded.mean_image[17, 200], [123.68, 116.78, 103.94])
   np.testing.assert_allclose(loaded.eigval, [0.2175, 0.0188, 0.0045])
   assert not os.path.exists(tmp_path / 'data_dir')

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from alexnet_jax import cifar10
+from alexnet_jax.experiments import cifar10
 from configs import cifar10_relu_vs_tanh
 
 RULES = dict(target=0.25, num_epochs=20, chance_error=0.85, chance_epochs=5)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import alexnet_jax
-from alexnet_jax import model, summary
+from alexnet_jax import model
+from alexnet_jax.model import summary
 from tests import tolerance
 
 
@@ -72,7 +73,7 @@ def test_module_apply_equals_the_functional_apply(small_model_config, train, lay
 
 
 def test_tabulate_counts_the_papers_parameters():
-  text = summary.table(alexnet_jax.model_config(), compute_flops=False)
+  text = summary.table(model.Spec.from_config(alexnet_jax.model_config()), compute_flops=False)
   total = re.search(r'Total Parameters: ([\d,]+)', text).group(1)
   assert int(total.replace(',', '')) == 60_965_224
   # One row per learned layer, named as in the params pytree.

@@ -1,4 +1,4 @@
-"""alexnet_jax.checkpoints: round trips, retention, host loading, re-sharding, corruption."""
+"""alexnet_jax.rundir.checkpoints: round trips, retention, host loading, re-sharding, corruption."""
 
 import logging
 import os
@@ -12,10 +12,10 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import checkpoints
+from alexnet_jax.rundir import checkpoints
 from alexnet_jax import optim
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def small_params(seed=0):
