@@ -1,7 +1,7 @@
 """Caffe's reference AlexNet, bvlc_alexnet, switch for switch; also the config that
-evaluates its converted weights (README, "Pretrained weights"):
+evaluates its converted weights (docs/original_code_and_caffe.md, "Pretrained weights"):
 
-  python -m alexnet_jax.convert --caffemodel=bvlc_alexnet.caffemodel --output=runs/bvlc
+  python -m alexnet_jax.caffe.convert --caffemodel=bvlc_alexnet.caffemodel --output=runs/bvlc
   python -m alexnet_jax.main --mode=eval --config=configs/caffe_bvlc.py --workdir=runs/bvlc \
       --config.data.manual_dir=/path/to/ILSVRC2012_tars
 

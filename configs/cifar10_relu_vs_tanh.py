@@ -1,13 +1,13 @@
 """Fig. 1 (Sec. 3.1): a four-layer CNN on CIFAR-10, ReLU against tanh, no regularisation.
 
-  python -m alexnet_jax.cifar10 --config=configs/cifar10_relu_vs_tanh.py --workdir=runs/fig1
-  python -m alexnet_jax.cifar10 --config=configs/cifar10_relu_vs_tanh.py:layers_80sec ...
-  python -m alexnet_jax.cifar10 --config=configs/cifar10_relu_vs_tanh.py:lecun ...
+  python -m alexnet_jax.experiments.cifar10 --config=configs/cifar10_relu_vs_tanh.py --workdir=runs/fig1
+  python -m alexnet_jax.experiments.cifar10 --config=configs/cifar10_relu_vs_tanh.py:layers_80sec ...
+  python -m alexnet_jax.experiments.cifar10 --config=configs/cifar10_relu_vs_tanh.py:lecun ...
 
 The paper: with ReLUs the net reaches 25% training error six times faster (in epochs) than
 with tanh units; "the learning rates for each network were chosen independently to make
 training as fast as possible. No regularization of any kind was employed." So each
-activation gets its own learning-rate search (alexnet_jax/cifar10.py runs it; the grid is
+activation gets its own learning-rate search (alexnet_jax/experiments/cifar10.py runs it; the grid is
 `lr_grid`), from the same seed and the same initial weights.
 
 The network (the paper says only "four-layer"). The presets follow the nets Alex
@@ -19,9 +19,8 @@ of the same code for what each field means):
   avg pool 3/2 -> fc10. Four weight layers: the released CIFAR-10 net that fits "four-layer"
   most closely.
 - 'layers_80sec', layers-80sec.cfg: the same convs and pools, no response normalisation,
-  and an fc64 (ReLU) before fc10, i.e. five weight layers, not the "three convs then fc10"
-  issue 20 expected of it.
-- 'lecun': the net this command used before: max pools everywhere, 'VALID' pooling
+  and an fc64 (ReLU) before fc10, i.e. five weight layers.
+- 'lecun': max pools everywhere, 'VALID' pooling
   (32 -> 15 -> 7 -> 3), no normalisation, LeCun-normal init.
 Unknown: which of these (if any) Fig. 1 used; the paper's net for Fig. 1 was never released.
 Not followed: cuda-convnet's weight decay (wc; Fig. 1 used no regularisation) and its

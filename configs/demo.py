@@ -7,11 +7,11 @@ It shows learning, not the paper's accuracy: the training loss falls and the hel
 top-1 error ends far below chance (90%).
 """
 
-from configs import default
+from alexnet_jax import config as base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.default_config()  # configs/default.py
   config.data.source = 'demo'
   config.model.num_classes = 10  # The demo dataset's ten shapes.
   # N(0, 0.01) (Sec. 5) sits on a flat loss for the first epochs; a minutes-long demo

@@ -5,8 +5,8 @@
 
 "Original code" is the 2012 cuda-convnet configuration of this model (layers-145.cfg /
 layer-params-145.cfg). Its notes log 40.66% top-1 / 18.21% top-5 validation
-error (`alexnet_jax.report` shows runs of this config beside those numbers). Each line
-below is one switch whose default is the paper's; README "Switches" lists them all.
+error (`python -m alexnet_jax.analysis.report` shows runs of this config beside those
+numbers). Each switch's default is the paper's; README "Switches" lists them all.
 """
 
 import ml_collections

@@ -6,7 +6,7 @@
 Expected (Table 2, "1 CNN"): 40.7% top-1 / 18.2% top-5 validation error with the
 10-view test. The paper needed 5-6 days on two GTX 580s for ~90 epochs. The fields it
 changes from configs/default.py are in `alexnet_jax.config.paper_config`, which
-alexnet_jax.report compares runs against.
+`python -m alexnet_jax.analysis.report` compares runs against.
 """
 
 import ml_collections

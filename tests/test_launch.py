@@ -1,6 +1,6 @@
-"""The README's multi-host commands, run as written against a local GCS server.
+"""The multi-host commands of docs/multihost.md, run as written against a local GCS server.
 
-The README's block (section "Multi-host training") builds the dataset into a bucket, then
+Its block builds the dataset into a bucket, then
 launches on a TPU pod (launch/tpu_pod.sh) or under SLURM (launch/slurm_gpu.sbatch). Here the
 bucket is one of the test object store's (tests/object_store.py) and the config a 2-step run
 on the demo dataset; each launcher runs with DRY_RUN=1, and the per-process command it
@@ -23,7 +23,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600
-# The README's launch commands with their config replaced by this 2-step run on the demo
+# The launch commands of docs/multihost.md with their config replaced by this 2-step run on the demo
 # dataset (built into the bucket by process 0 alone, or by the build command first).
 CONFIG = '''
 from configs import demo
@@ -48,9 +48,9 @@ def get_config():
 
 
 def readme_launch_commands() -> list[str]:
-  """The commands of the README's multi-host block, continued lines joined."""
-  with open(os.path.join(REPO, 'README.md')) as f:
-    section = f.read().split('\n## Multi-host training (`launch/`)\n', 1)[1].split('\n## ', 1)[0]
+  """The commands of docs/multihost.md's launch block, continued lines joined."""
+  with open(os.path.join(REPO, 'docs', 'multihost.md')) as f:
+    section = f.read().split('# Multi-host training (`launch/`)\n', 1)[1]
   block = re.search(r'^```bash\n(.*?)^```', section, re.S | re.M).group(1)
   block = block.replace('\\\n', ' ')
   return [' '.join(line.split()) for line in block.splitlines()
@@ -80,7 +80,7 @@ def launch(object_store, tmp_path):
 
 
 def _dry_run(command: str, env: dict) -> str:
-  """A README launcher command with DRY_RUN=1 (sbatch's script run by bash): what it prints."""
+  """A launcher command of docs/multihost.md with DRY_RUN=1 (sbatch's script run by bash): what it prints."""
   argv = shlex.split(command)
   assignments = dict(a.split('=', 1) for a in argv if re.match(r'^[A-Z_]+=', a))
   argv = [a for a in argv if not re.match(r'^[A-Z_]+=', a)]
