@@ -51,13 +51,15 @@ def print_summary(summary: dict, num_classes: int | None = None) -> None:
   if 'first_loss' in summary:
     print(f"Training loss: {summary['first_loss']:.4f} (first logged) -> {summary['last_loss']:.4f} "
           f"(step {summary['step']}).")
-  chance = f", chance {100 * (1 - 1 / num_classes):.1f}%" if num_classes else ''
+  # Chance: a random guess's error, top-1 and top-5, each beside its own figure.
+  chance1 = f", chance {100 * (1 - 1 / num_classes):.1f}%" if num_classes else ''
+  chance5 = f" (chance {100 * (1 - min(5, num_classes) / num_classes):.1f}%)" if num_classes else ''
   for v in VIEWS:
     if v in summary.get('eval', {}):
       r = summary['eval'][v]
       print(f"Held-out ({v} view{'s' if v == 'ten' else ''}): top-1 error {100 * r['top1_error']:.2f}% "
-            f"(accuracy {100 * (1 - r['top1_error']):.2f}%{chance}), top-5 error "
-            f"{100 * r['top5_error']:.2f}%, {r['examples']} images.")
+            f"(accuracy {100 * (1 - r['top1_error']):.2f}%{chance1}), top-5 error "
+            f"{100 * r['top5_error']:.2f}%{chance5}, {r['examples']} images.")
 
 
 def dry_run(run, workdir: str, mode: str) -> str | None:

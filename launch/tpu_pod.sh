@@ -18,7 +18,7 @@
 # it as local processes against a local object store).
 #
 # Before a launch, compile the same run for the slice on any machine, no TPU needed
-# (README, "Targets": memory per chip, the largest batch that fits, the collectives):
+# (docs/targets.md: memory per chip, the largest batch that fits, the collectives):
 #   pip install -e . && python -m alexnet_jax.aot --install_compilers
 #   python -m alexnet_jax.aot --config=configs/paper.py \
 #       --target=v4 --topology=2x2x4    # libtpu's chip grid of the slice

@@ -206,3 +206,13 @@ def test_eval_of_a_checkpoint_with_nan_params_is_a_clear_error(folder, tmp_path,
   assert os.path.join(workdir, 'checkpoints', '4') in message and 'fc8' in message
   assert 'learning_rate' in message
   assert not os.path.exists(os.path.join(workdir, 'eval.json'))
+
+
+def test_the_summary_puts_each_chance_beside_its_own_error(capsys):
+  """With 10 classes a random guess is wrong 9 times in 10 (top-1) and 5 in 10 (top-5)."""
+  from alexnet_jax import main  # pylint: disable=g-import-not-at-top
+  main.print_summary({'eval': {'center': {'top1_error': 0.2, 'top5_error': 0.022,
+                                          'examples': 500}}}, num_classes=10)
+  assert capsys.readouterr().out.strip() == (
+      'Held-out (center view): top-1 error 20.00% (accuracy 80.00%, chance 90.0%), top-5 error '
+      '2.20% (chance 50.0%), 500 images.')
