@@ -127,10 +127,10 @@ def main():
   flags.DEFINE_list('dtype', None, 'float32 and/or bfloat16 (default: config.model.dtype).')
   flags.DEFINE_bool('max_batch', True, 'Find the largest per-device batch that fits, by compiling.')
   flags.DEFINE_bool('eval_step', True, 'Also compile the eval step (10 views when eval_views has them).')
-  flags.DEFINE_bool('table', False, 'Compile every target of the docs/targets.md table (aot.programs.TABLE), '
+  flags.DEFINE_bool('table', False, 'Compile every target of aot.programs.TABLE, '
                     'float32 and bfloat16.')
   flags.DEFINE_list('table_targets', None, 'With --table: only these targets (e.g. h100,a100).')
-  flags.DEFINE_bool('markdown', False, 'Print the rows as docs/targets.md\'s markdown table at the end.')
+  flags.DEFINE_bool('markdown', False, 'Print the rows as a markdown table at the end.')
   flags.DEFINE_string('json', None, 'Write the rows to this JSON file.')
   flags.DEFINE_bool('dry_run', False, 'Check the flags, config, targets and layouts on the '
                     'compile-only devices; compile nothing. With --install_compilers alone: print '

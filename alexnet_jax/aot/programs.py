@@ -305,14 +305,14 @@ def format_row(row: dict) -> str:
   return '\n'.join(lines)
 
 
-# The targets docs/targets.md's table holds (1, 2, 8 and 2x8 H100s; A100; TPU v4 and v5e
+# The targets `--table` compiles (1, 2, 8 and 2x8 H100s; A100; TPU v4 and v5e
 # slices of 4 chips and one of 16): (target, topology, mesh.model).
 TABLE = (('h100', '1x1x1', 1), ('h100', '1x1x2', 2), ('h100', '1x1x8', 2), ('h100', '2x1x8', 2),
          ('a100', '1x1x2', 2), ('v4', '2x2x1', 2), ('v5e', '2x2', 2), ('v5e', '4x4', 2))
 
 
 def markdown_table(rows: list[dict]) -> str:
-  """docs/targets.md's table."""
+  """The rows as a markdown table (docs/targets.md's form)."""
   out = ['| target | mesh | dtype | batch (per device) | memory per device | largest batch per device '
          '| collectives on model / data (train step) | projected images/s per device | command |',
          '|---|---|---|---|---|---|---|---|---|']
